@@ -130,6 +130,11 @@ impl<S: ModuleSys> Loader<S> {
         events
     }
 
+    /// Never loads `name` in this boot (a blacklist entry).
+    pub fn skip(&mut self, name: &str) {
+        self.done.insert(module_name(name));
+    }
+
     pub fn aliases(&self) -> &AliasTable {
         &self.aliases
     }

@@ -1,0 +1,192 @@
+//! The boot sequence as named stages, then PID 1's event loop. Each stage logs its failures and
+//! the node carries on as far as it can.
+
+use crate::cmdline::{self, Config};
+use crate::hardware::{Change, Hardware};
+use crate::process::{reap_all, ProcessSpawner};
+use crate::shutdown::{shutdown, Action};
+use crate::signals::{Request, Signals};
+use crate::supervisor::{Event, Supervisor};
+use crate::{clock, log, mounts, network, services};
+use rustix::event::{poll, PollFd, PollFlags};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const LOG_FILE: &str = "/run/clump/init.log";
+
+/// Runs the stages, then the event loop, until a shutdown.
+pub fn run(mut signals: Signals) -> ! {
+    log::stage("start");
+    let failed_mounts = mounts::mount_all();
+    log::attach_devices();
+    if let Err(e) = log::attach_file(std::path::Path::new(LOG_FILE)) {
+        tracing::warn!(error = %e, "no log file: `clump log` will be empty");
+    }
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
+        tracing::warn!(error = %e, "cannot route ctrl-alt-del to PID 1");
+    }
+    log::stage("mounts");
+    if failed_mounts > 0 {
+        tracing::warn!(failed = failed_mounts, "some filesystems are missing");
+    }
+
+    if let Err(e) = rustix::system::sethostname(b"clump") {
+        tracing::warn!(error = %e, "cannot set hostname");
+    }
+    log::stage("console");
+
+    let cfg = read_config();
+    log::stage("cmdline");
+
+    let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
+    let mut hw = Hardware::open(&PathBuf::from("/lib/modules").join(&kernel), &cfg.blacklist);
+    hw.coldplug(&cfg.modules);
+    log::stage("coldplug");
+
+    let chosen = network::bring_up(cfg.carrier_wait, cfg.iface.as_deref());
+    log::stage("nics");
+
+    let mut supervisor = Supervisor::default();
+    let mut spawner = ProcessSpawner;
+    let now = clock::since_boot();
+    for spec in services::specs(&cfg) {
+        supervisor.add(spec, now);
+    }
+    log_events(supervisor.tick(now, &mut spawner));
+    log::stage("services");
+
+    match &chosen {
+        Some(c) => tracing::info!(
+            iface = %c.nic.name,
+            driver = %c.nic.driver,
+            carrier = if c.carrier { "up" } else { "down" },
+            "ready"
+        ),
+        None => tracing::info!(iface = "none", "ready"),
+    }
+    log::stage("ready");
+
+    event_loop(&mut signals, &mut hw, &mut supervisor, &mut spawner)
+}
+
+fn read_config() -> Config {
+    let text = match std::fs::read_to_string("/proc/cmdline") {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the kernel command line; using defaults");
+            String::new()
+        }
+    };
+    let (cfg, warnings) = cmdline::parse(&text);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    cfg
+}
+
+fn event_loop(
+    signals: &mut Signals,
+    hw: &mut Hardware,
+    supervisor: &mut Supervisor,
+    spawner: &mut ProcessSpawner,
+) -> ! {
+    loop {
+        let now = clock::since_boot();
+        let wait = supervisor
+            .next_deadline()
+            .map(|at| at.saturating_sub(now))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        let (sig_ready, uevent_ready, power_ready) = wait_for_input(signals, hw, wait);
+
+        let mut request = None;
+        if sig_ready {
+            for r in signals.read() {
+                match r {
+                    Request::Reap => {}
+                    other => request = Some(other),
+                }
+            }
+        }
+        // Reap on every turn, not only on SIGCHLD: signals coalesce.
+        let now = clock::since_boot();
+        for r in reap_all() {
+            if let Some(ev) = supervisor.exited(r.pid, &r.status, now) {
+                log_event(ev);
+            }
+        }
+        if uevent_ready {
+            for change in hw.handle_uevents() {
+                if let Change::NetAdded(iface) = change {
+                    tracing::info!(iface = %iface, "interface appeared");
+                }
+            }
+        }
+        if power_ready && hw.power_pressed() {
+            request = Some(Request::PowerOff("power-button"));
+        }
+        match request {
+            Some(Request::PowerOff(why)) => shutdown(Action::PowerOff, why, supervisor),
+            Some(Request::Reboot(why)) => shutdown(Action::Reboot, why, supervisor),
+            _ => {}
+        }
+        log_events(supervisor.tick(clock::since_boot(), spawner));
+    }
+}
+
+/// Waits up to `wait` for the signalfd, the uevent socket or a power button.
+fn wait_for_input(signals: &Signals, hw: &Hardware, wait: Duration) -> (bool, bool, bool) {
+    let mut fds = vec![PollFd::from_borrowed_fd(signals.fd(), PollFlags::IN)];
+    let uevent = hw.uevent_fd().map(|fd| {
+        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+        fds.len() - 1
+    });
+    let first_button = fds.len();
+    fds.extend(
+        hw.power_button_fds()
+            .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
+    );
+    let timeout = rustix::time::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    if poll(&mut fds, Some(&timeout)).is_err() {
+        return (true, false, false);
+    }
+    let ready = |i: usize| !fds[i].revents().is_empty();
+    (
+        ready(0),
+        uevent.is_some_and(ready),
+        (first_button..fds.len()).any(ready),
+    )
+}
+
+fn log_events(events: Vec<Event>) {
+    for ev in events {
+        log_event(ev);
+    }
+}
+
+fn log_event(ev: Event) {
+    match ev {
+        Event::Started { name, pid } => tracing::info!(name = %name, pid, "service started"),
+        Event::SpawnFailed {
+            name,
+            error,
+            retry_in,
+        } => {
+            tracing::warn!(name = %name, error = %error, restart_in_ms = retry_in.as_millis() as u64, "service failed to start")
+        }
+        Event::Exited {
+            name,
+            pid,
+            status,
+            restart_in,
+        } => match restart_in {
+            Some(d) => {
+                tracing::info!(name = %name, pid, status = %status, restart_in_ms = d.as_millis() as u64, "service exited")
+            }
+            None => tracing::info!(name = %name, pid, status = %status, "service stopped"),
+        },
+    }
+}

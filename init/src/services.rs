@@ -1,0 +1,53 @@
+//! The services PID 1 supervises on a node.
+
+use crate::cmdline::Config;
+use crate::supervisor::ServiceSpec;
+
+const SHELL: &str = "/bin/sh";
+
+fn shell_env(term: &str) -> Vec<(String, String)> {
+    [
+        ("PATH", "/bin:/sbin:/usr/bin:/usr/sbin"),
+        ("HOME", "/root"),
+        ("TERM", term),
+        ("PS1", "clump# "),
+        ("SHELL", SHELL),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The root shells (a live node has no passwords, like Clump/OS): tty2 for the keyboard, and
+/// every serial console named on the command line.
+pub fn specs(cfg: &Config) -> Vec<ServiceSpec> {
+    let mut out = Vec::new();
+    if !cfg.shell {
+        return out;
+    }
+    let shell = |tty: &str, term: &str| ServiceSpec {
+        name: format!("shell-{tty}"),
+        argv: vec![SHELL.to_string()],
+        env: shell_env(term),
+        tty: Some(format!("/dev/{tty}")),
+    };
+    out.push(shell("tty2", "linux"));
+    for serial in &cfg.serial_consoles {
+        out.push(shell(serial, "vt100"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shells_follow_the_consoles_and_the_switch() {
+        let (cfg, _) = crate::cmdline::parse("console=tty0 console=ttyS0,115200");
+        let names: Vec<String> = specs(&cfg).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["shell-tty2", "shell-ttyS0"]);
+        let (cfg, _) = crate::cmdline::parse("console=ttyS0 clump.shell=off");
+        assert!(specs(&cfg).is_empty());
+    }
+}

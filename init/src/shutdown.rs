@@ -1,0 +1,78 @@
+//! The one way a node goes down: stop services, end every process, sync, power off or reboot.
+
+use crate::log;
+use crate::process::{reap_all, ProcessSpawner};
+use crate::supervisor::Supervisor;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rustix::system::RebootCommand;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    PowerOff,
+    Reboot,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::PowerOff => "poweroff",
+            Action::Reboot => "reboot",
+        }
+    }
+}
+
+/// Services get this long to exit after SIGTERM, every other process as long again.
+const GRACE: Duration = Duration::from_secs(3);
+
+pub fn shutdown(action: Action, reason: &str, supervisor: &mut Supervisor) -> ! {
+    tracing::info!(action = action.name(), reason, "shutdown");
+    log::stage("shutdown");
+    let mut spawner = ProcessSpawner;
+    supervisor.stop_all(&mut spawner);
+    wait_until(GRACE, || {
+        for r in reap_all() {
+            supervisor.exited(r.pid, &r.status, Duration::ZERO);
+        }
+        supervisor.running() == 0
+    });
+    // Everything else (orphans, a job, a stuck service): TERM, then KILL.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    wait_until(GRACE, || {
+        reap_all();
+        no_children()
+    });
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    wait_until(Duration::from_secs(1), || {
+        reap_all();
+        no_children()
+    });
+    rustix::fs::sync();
+    let cmd = match action {
+        Action::PowerOff => RebootCommand::PowerOff,
+        Action::Reboot => RebootCommand::Restart,
+    };
+    tracing::info!(action = action.name(), "bye");
+    if let Err(e) = rustix::system::reboot(cmd) {
+        tracing::error!(error = %e, "reboot system call failed; halting here");
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !done() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True when PID 1 has no child left (waitpid answers ECHILD).
+fn no_children() -> bool {
+    matches!(
+        nix::sys::wait::waitpid(None::<Pid>, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+        Err(nix::errno::Errno::ECHILD)
+    )
+}
