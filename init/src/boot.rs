@@ -66,7 +66,11 @@ pub fn run(mut signals: Signals) -> ! {
     }
     log::stage("ready");
 
-    event_loop(&mut signals, &mut hw, &mut supervisor, &mut spawner)
+    let known: Vec<String> = clump_net::list_ethernet(std::path::Path::new("/sys/class/net"))
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    event_loop(&mut signals, &mut hw, &mut supervisor, &mut spawner, known)
 }
 
 fn read_config() -> Config {
@@ -89,6 +93,7 @@ fn event_loop(
     hw: &mut Hardware,
     supervisor: &mut Supervisor,
     spawner: &mut ProcessSpawner,
+    mut known_nics: Vec<String>,
 ) -> ! {
     loop {
         let now = clock::since_boot();
@@ -112,13 +117,17 @@ fn event_loop(
         let now = clock::since_boot();
         for r in reap_all() {
             if let Some(ev) = supervisor.exited(r.pid, &r.status, now) {
-                log_event(ev);
+                ev.log();
             }
         }
         if uevent_ready {
             for change in hw.handle_uevents() {
+                // The uevents of coldplug arrive here too; only a new interface is news.
                 if let Change::NetAdded(iface) = change {
-                    tracing::info!(iface = %iface, "interface appeared");
+                    if !known_nics.contains(&iface) {
+                        tracing::info!(iface = %iface, "interface appeared");
+                        known_nics.push(iface);
+                    }
                 }
             }
         }
@@ -163,30 +172,6 @@ fn wait_for_input(signals: &Signals, hw: &Hardware, wait: Duration) -> (bool, bo
 
 fn log_events(events: Vec<Event>) {
     for ev in events {
-        log_event(ev);
-    }
-}
-
-fn log_event(ev: Event) {
-    match ev {
-        Event::Started { name, pid } => tracing::info!(name = %name, pid, "service started"),
-        Event::SpawnFailed {
-            name,
-            error,
-            retry_in,
-        } => {
-            tracing::warn!(name = %name, error = %error, restart_in_ms = retry_in.as_millis() as u64, "service failed to start")
-        }
-        Event::Exited {
-            name,
-            pid,
-            status,
-            restart_in,
-        } => match restart_in {
-            Some(d) => {
-                tracing::info!(name = %name, pid, status = %status, restart_in_ms = d.as_millis() as u64, "service exited")
-            }
-            None => tracing::info!(name = %name, pid, status = %status, "service stopped"),
-        },
+        ev.log();
     }
 }

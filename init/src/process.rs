@@ -1,7 +1,7 @@
 //! Real processes: spawning services (optionally on a terminal) and reaping every child.
 
 use crate::supervisor::{ServiceSpec, Spawner};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::fs::OpenOptions;
@@ -29,10 +29,11 @@ impl Spawner for ProcessSpawner {
                 cmd.stdin(Stdio::from(term.try_clone()?));
                 cmd.stdout(Stdio::from(term.try_clone()?));
                 cmd.stderr(Stdio::from(term));
-                // SAFETY: runs in the forked child before exec; setsid and ioctl are plain
-                // syscalls (async-signal-safe) and nothing is allocated.
+                // SAFETY: runs in the forked child before exec; sigprocmask, setsid and ioctl are
+                // plain syscalls (async-signal-safe) and nothing is allocated.
                 unsafe {
                     cmd.pre_exec(|| {
+                        unblock_signals()?;
                         rustix::process::setsid()?;
                         rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
                         Ok(())
@@ -41,10 +42,11 @@ impl Spawner for ProcessSpawner {
             }
             None => {
                 cmd.stdin(Stdio::null());
-                // SAFETY: as above; setsid is a plain syscall. A service gets its own session
+                // SAFETY: as above; sigprocmask and setsid are plain syscalls. A service gets its own session
                 // so a shutdown can signal it without reaching PID 1.
                 unsafe {
                     cmd.pre_exec(|| {
+                        unblock_signals()?;
                         rustix::process::setsid()?;
                         Ok(())
                     });
@@ -61,6 +63,13 @@ impl Spawner for ProcessSpawner {
         // A shell ignores SIGTERM but not a hangup of its terminal.
         let _ = kill(Pid::from_raw(pid), Signal::SIGHUP);
     }
+}
+
+/// PID 1 blocks every signal and `std::process::Command` passes the mask on to the child: a
+/// service with SIGTERM blocked could never be stopped. Async-signal-safe (one syscall).
+fn unblock_signals() -> std::io::Result<()> {
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(std::io::Error::from)
 }
 
 /// One child that ended.

@@ -33,7 +33,9 @@ pub fn shutdown(action: Action, reason: &str, supervisor: &mut Supervisor) -> ! 
     supervisor.stop_all(&mut spawner);
     wait_until(GRACE, || {
         for r in reap_all() {
-            supervisor.exited(r.pid, &r.status, Duration::ZERO);
+            if let Some(ev) = supervisor.exited(r.pid, &r.status, Duration::ZERO) {
+                ev.log();
+            }
         }
         supervisor.running() == 0
     });

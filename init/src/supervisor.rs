@@ -75,6 +75,44 @@ pub enum Event {
     },
 }
 
+impl Event {
+    pub fn log(self) {
+        match self {
+            Event::Started { name, pid } => tracing::info!(name = %name, pid, "service started"),
+            Event::SpawnFailed {
+                name,
+                error,
+                retry_in,
+            } => tracing::warn!(
+                name = %name,
+                error = %error,
+                restart_in_ms = retry_in.as_millis() as u64,
+                "service failed to start"
+            ),
+            Event::Exited {
+                name,
+                pid,
+                status,
+                restart_in: Some(d),
+            } => tracing::info!(
+                name = %name,
+                pid,
+                status = %status,
+                restart_in_ms = d.as_millis() as u64,
+                "service exited"
+            ),
+            Event::Exited {
+                name,
+                pid,
+                status,
+                restart_in: None,
+            } => {
+                tracing::info!(name = %name, pid, status = %status, "service stopped")
+            }
+        }
+    }
+}
+
 pub fn backoff(failures: u32) -> Duration {
     let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
     BACKOFF_MIN.saturating_mul(factor).min(BACKOFF_MAX)
