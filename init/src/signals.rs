@@ -65,15 +65,17 @@ impl Signals {
     }
 }
 
-/// The meaning of each signal to PID 1. Ctrl-Alt-Del arrives as SIGINT (see `reboot(CAD_OFF)`).
+/// The meaning of each signal to PID 1, as busybox's and sysvinit's `reboot`, `poweroff` and
+/// `halt` send them, so those commands in the root shell do what they say. Ctrl-Alt-Del arrives
+/// as SIGINT (see `reboot(CAD_OFF)`). A halted node that stays on helps nobody: halt powers off.
 pub fn request_for(sig: Signal) -> Option<Request> {
     match sig {
         Signal::SIGCHLD => Some(Request::Reap),
         Signal::SIGINT => Some(Request::Reboot("ctrl-alt-del")),
-        Signal::SIGUSR1 => Some(Request::Reboot("SIGUSR1")),
-        Signal::SIGTERM => Some(Request::PowerOff("SIGTERM")),
-        Signal::SIGPWR => Some(Request::PowerOff("SIGPWR")),
+        Signal::SIGTERM => Some(Request::Reboot("SIGTERM")),
+        Signal::SIGUSR1 => Some(Request::PowerOff("SIGUSR1")),
         Signal::SIGUSR2 => Some(Request::PowerOff("SIGUSR2")),
+        Signal::SIGPWR => Some(Request::PowerOff("SIGPWR")),
         _ => None,
     }
 }
@@ -85,7 +87,8 @@ mod tests {
     #[test]
     fn meanings() {
         assert_eq!(request_for(Signal::SIGINT), Some(Request::Reboot("ctrl-alt-del")));
-        assert_eq!(request_for(Signal::SIGTERM), Some(Request::PowerOff("SIGTERM")));
+        assert_eq!(request_for(Signal::SIGTERM), Some(Request::Reboot("SIGTERM")));
+        assert_eq!(request_for(Signal::SIGUSR2), Some(Request::PowerOff("SIGUSR2")));
         assert_eq!(request_for(Signal::SIGPWR), Some(Request::PowerOff("SIGPWR")));
         assert_eq!(request_for(Signal::SIGCHLD), Some(Request::Reap));
         assert_eq!(request_for(Signal::SIGHUP), None);
