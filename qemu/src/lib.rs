@@ -1,1 +1,39 @@
-//! Placeholder while the crate is written.
+//! The Clump lab: boots Clump nodes in QEMU (TCG only) and drives them through their serial console
+//! (ttyS0: a log file plus a socket to type into) and QMP.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use clump_lab::{Artefacts, Boot, Node, NodeSpec, NicModel};
+//!
+//! let spec = NodeSpec::from_artefacts("node1", Boot::Kernel, &Artefacts::from_env())?.nic(NicModel::E1000);
+//! let mut node = Node::start(spec)?;
+//! node.wait_for_line("^clump: ready", Duration::from_secs(120))?;
+//! let (code, out) = node.shell("uname -r", Duration::from_secs(30))?;
+//! node.powerdown()?;
+//! node.wait_exit(Duration::from_secs(60))?;
+//! # Ok::<(), clump_lab::Error>(())
+//! ```
+//!
+//! Networking never leaves QEMU: each NIC sits alone on its own QEMU hub (carrier up, no traffic out).
+//! QEMU's user-mode networking is never used.
+
+mod artefacts;
+mod error;
+mod firmware;
+mod node;
+mod process;
+mod qemu_args;
+mod qmp;
+mod serial;
+mod shell;
+mod spec;
+
+pub use artefacts::{workspace_root, Artefacts};
+pub use error::{Error, Result};
+pub use firmware::Ovmf;
+pub use node::Node;
+pub use qemu_args::{Layout, QEMU};
+pub use qmp::Qmp;
+pub use spec::{
+    Boot, Firmware, Mac, Medium, NetBackend, Nic, NicModel, NodeSpec, DEFAULT_MEMORY_MIB, NODE_CMDLINE,
+};

@@ -1,0 +1,96 @@
+//! Driving the root shell on ttyS0 with markers.
+//!
+//! A command is sent as two lines: one printing a start marker and running the command, one printing
+//! an end marker with `$?`. Markers are printed from split `printf` arguments, so the terminal's echo
+//! of the typed text never contains a marker; only lines that *are* a marker count.
+
+/// The text to type to run `command` as request `id`.
+pub fn command_text(id: u64, command: &str) -> String {
+    // ^U first: drop whatever is left on the shell's input line.
+    format!("\x15printf '%s%s\\n' '@@S' '{id}@@'; {command}\nprintf '\\n%s%s %s\\n' '@@E' '{id}@@' \"$?\"\n")
+}
+
+/// The text to type to check that the shell answers (request `id`).
+pub fn probe_text(id: u64) -> String {
+    format!("\x15printf '%s%s\\n' '@@R' '{id}@@'\n")
+}
+
+/// Whether `line` is the answer to a probe.
+pub fn is_probe_answer(line: &str) -> bool {
+    line.strip_prefix("@@R")
+        .and_then(|r| r.strip_suffix("@@"))
+        .is_some_and(|n| n.parse::<u64>().is_ok())
+}
+
+/// The exit code and output of request `id`, if both markers are in `lines`.
+///
+/// The output is the lines between the markers; the end marker starts with a newline of its own, so
+/// the last (empty, or unterminated) line before it is the command's output without a final newline.
+pub fn parse_result(id: u64, lines: &[String]) -> Option<(i32, String)> {
+    let start_marker = format!("@@S{id}@@");
+    let end_prefix = format!("@@E{id}@@ ");
+    let start = lines.iter().position(|l| *l == start_marker)?;
+    let (end, code) = lines[start + 1..].iter().enumerate().find_map(|(i, l)| {
+        let code = l.strip_prefix(&end_prefix)?.trim().parse::<i32>().ok()?;
+        Some((start + 1 + i, code))
+    })?;
+    let mut output: Vec<&str> = lines[start + 1..end].iter().map(String::as_str).collect();
+    if output.last().is_some_and(|l| l.is_empty()) {
+        output.pop();
+    }
+    Some((code, output.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_echo_of_the_typed_command_is_not_a_marker() {
+        let typed = command_text(7, "echo hi");
+        let echoed = lines(&format!("clump# {typed}"));
+        assert_eq!(parse_result(7, &echoed), None);
+        // Even when the echo lands at the start of a line.
+        assert_eq!(parse_result(7, &lines(&typed.replace('\x15', ""))), None);
+        assert!(!typed.contains("@@S7@@") && !typed.contains("@@E7@@"));
+    }
+
+    #[test]
+    fn output_and_code_between_markers() {
+        let log = lines(
+            "clump# \u{15}printf '%s%s\\n' '@@S' '3@@'; ls /nope\n@@S3@@\nls: /nope: No such file\n\n@@E3@@ 1\nclump# ",
+        );
+        assert_eq!(parse_result(3, &log), Some((1, "ls: /nope: No such file".into())));
+    }
+
+    #[test]
+    fn output_without_final_newline_and_empty_output() {
+        assert_eq!(
+            parse_result(1, &lines("@@S1@@\nabc\n@@E1@@ 0")),
+            Some((0, "abc".into()))
+        );
+        assert_eq!(
+            parse_result(2, &lines("@@S2@@\n\n@@E2@@ 0")),
+            Some((0, String::new()))
+        );
+    }
+
+    #[test]
+    fn other_requests_and_unfinished_output_do_not_match() {
+        let log = lines("@@S1@@\nx\n@@E1@@ 0\n@@S2@@\nstill running");
+        assert_eq!(parse_result(2, &log), None);
+        assert_eq!(parse_result(12, &lines("@@S1@@\n@@E12@@ 0")), None);
+        assert_eq!(parse_result(1, &lines("@@S1@@\n@@E1@@ notanumber")), None);
+    }
+
+    #[test]
+    fn probe_answers() {
+        assert!(is_probe_answer("@@R12@@"));
+        assert!(!is_probe_answer("clump# printf '%s%s\\n' '@@R' '12@@'"));
+        assert!(!is_probe_answer("@@R@@"));
+    }
+}
