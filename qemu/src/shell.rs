@@ -1,13 +1,15 @@
 //! Driving the root shell on ttyS0 with markers.
 //!
-//! A command is sent as two lines: one printing a start marker and running the command, one printing
-//! an end marker with `$?`. Markers are printed from split `printf` arguments, so the terminal's echo
-//! of the typed text never contains a marker; only lines that *are* a marker count.
+//! A command is typed as one line: print a start marker, `eval` the command (so `cmd &` or `a; b`
+//! work), print an end marker with `$?`. One line, because a line typed while the previous one runs
+//! is echoed into the previous one's output. Markers are printed from split `printf` arguments, so
+//! the terminal's echo of the typed text never contains one; only lines that *are* a marker count.
 
 /// The text to type to run `command` as request `id`.
 pub fn command_text(id: u64, command: &str) -> String {
+    let quoted = command.replace('\'', r"'\''");
     // ^U first: drop whatever is left on the shell's input line.
-    format!("\x15printf '%s%s\\n' '@@S' '{id}@@'; {command}\nprintf '\\n%s%s %s\\n' '@@E' '{id}@@' \"$?\"\n")
+    format!("\x15printf '%s%s\\n' '@@S' '{id}@@'; eval '{quoted}'; printf '\\n%s%s %s\\n' '@@E' '{id}@@' \"$?\"\n")
 }
 
 /// The text to type to check that the shell answers (request `id`).
@@ -57,6 +59,13 @@ mod tests {
         // Even when the echo lands at the start of a line.
         assert_eq!(parse_result(7, &lines(&typed.replace('\x15', ""))), None);
         assert!(!typed.contains("@@S7@@") && !typed.contains("@@E7@@"));
+    }
+
+    #[test]
+    fn the_command_is_quoted_for_eval() {
+        let typed = command_text(1, "echo 'a b' & wait");
+        assert!(typed.contains(r"eval 'echo '\''a b'\'' & wait';"), "{typed}");
+        assert_eq!(typed.matches('\n').count(), 1, "one line: {typed:?}");
     }
 
     #[test]
