@@ -1,0 +1,213 @@
+//! What PID 1 does on a running node, checked on nodes booted directly from `out/pxe` (kernel +
+//! initramfs; 3x faster than the ISO under TCG): NIC drivers, supervision, reaping, ACPI poweroff.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clump_e2e::{power_off_cleanly, procs, sh, start, wait_ready, Proc, READY_FROM_KERNEL};
+use clump_lab::{Boot, NicModel, Node};
+use regex::Regex;
+
+/// The Linux drivers that may bind each emulated NIC (rtl8139: 8139cp claims revisions >= 0x20).
+fn expected_drivers(model: NicModel) -> &'static [&'static str] {
+    match model {
+        NicModel::VirtioNetPci => &["virtio_net"],
+        NicModel::E1000 => &["e1000"],
+        NicModel::E1000e => &["e1000e"],
+        NicModel::Rtl8139 => &["8139cp", "8139too"],
+    }
+}
+
+#[test]
+fn every_nic_model_gets_its_driver_loaded_and_reported() -> Result<()> {
+    let mut node = start("nics", Boot::Kernel, &NicModel::ALL)?;
+    let ready = wait_ready(&mut node, READY_FROM_KERNEL)?;
+    let log = node.log_lines()?.to_vec();
+
+    // PID 1's report: `clump: nic iface=<if> driver=<driver> mac=<mac> carrier=up|down`.
+    let nic_line = Regex::new(r"clump: nic iface=(\S+) driver=(\S+) mac=(\S+) carrier=(up|down)")?;
+    let reported: BTreeMap<String, (String, String, String)> = log
+        .iter()
+        .filter_map(|l| nic_line.captures(l))
+        .map(|c| {
+            (
+                c[3].to_lowercase(),
+                (c[1].to_owned(), c[2].to_owned(), c[4].to_owned()),
+            )
+        })
+        .collect();
+    // What the kernel says, for checking the report against.
+    let sysfs = sh(
+        &mut node,
+        "for n in /sys/class/net/*; do if [ -e $n/device/driver ]; then \
+         echo ${n##*/} $(cat $n/address) $(basename $(readlink $n/device/driver)); fi; done",
+    )?;
+
+    let spec_nics: Vec<_> = NicModel::ALL
+        .iter()
+        .zip(0u8..)
+        .map(|(&m, i)| (m, clump_lab::Mac::derived("nics", i)))
+        .collect();
+    for (model, mac) in &spec_nics {
+        let mac = mac.to_string();
+        let Some((iface, driver, carrier)) = reported.get(&mac) else {
+            bail!("no `clump: nic` line for the {model} NIC (mac {mac}); reported: {reported:?}");
+        };
+        ensure!(
+            expected_drivers(*model).contains(&driver.as_str()),
+            "{model} NIC {iface} reported with driver {driver}, expected one of {:?}",
+            expected_drivers(*model)
+        );
+        ensure!(
+            carrier == "up",
+            "{model} NIC {iface} reported carrier={carrier} (its link is up in QEMU)"
+        );
+        ensure!(
+            log.iter()
+                .any(|l| l.contains(&format!("clump: module name={driver} result=loaded"))),
+            "no `clump: module name={driver} result=loaded` line for the {model} NIC"
+        );
+        ensure!(
+            sysfs
+                .lines()
+                .any(|l| l.trim() == format!("{iface} {mac} {driver}")),
+            "the kernel does not show {iface} {mac} bound to {driver}:\n{sysfs}"
+        );
+    }
+    let ready_nic = Regex::new(r"clump: ready iface=(\S+) driver=(\S+)")?;
+    let c = ready_nic
+        .captures(&ready)
+        .context("the ready line names no iface/driver")?;
+    ensure!(
+        reported
+            .values()
+            .any(|(iface, driver, _)| *iface == c[1] && *driver == c[2]),
+        "`{ready}` names a NIC that was not reported"
+    );
+    Ok(())
+}
+
+/// The pid in the last `clump: service name=<service> pid=<pid> started` line.
+fn last_started(node: &mut Node, service: &str) -> Result<u32> {
+    let started = Regex::new(&format!(r"clump: service name={service} pid=(\d+) started"))?;
+    let lines = node.log_lines()?;
+    let pid = lines
+        .iter()
+        .rev()
+        .find_map(|l| started.captures(l))
+        .map(|c| c[1].parse::<u32>());
+    pid.with_context(|| format!("PID 1 never reported starting service {service}"))?
+        .map_err(Into::into)
+}
+
+fn find(procs: &[Proc], pid: u32) -> Option<&Proc> {
+    procs.iter().find(|p| p.pid == pid)
+}
+
+#[test]
+fn killed_service_is_restarted_by_pid1() -> Result<()> {
+    let mut node = start("restart", Boot::Kernel, &[NicModel::VirtioNetPci])?;
+    wait_ready(&mut node, READY_FROM_KERNEL)?;
+    let old = last_started(&mut node, "shell-tty2")?;
+    let before = procs(&mut node)?;
+    let victim = find(&before, old).with_context(|| format!("shell-tty2 (pid {old}) is not running"))?;
+    ensure!(
+        !victim.is_zombie(),
+        "shell-tty2 (pid {old}) is a zombie before the test"
+    );
+
+    node.skip_log()?;
+    sh(&mut node, &format!("kill -KILL {old}"))?;
+    let exited = node.wait_for_line(
+        &format!(r"clump: service name=shell-tty2 pid={old} exited\b"),
+        Duration::from_secs(30),
+    )?;
+    let restarted = node.wait_for_line(
+        r"clump: service name=shell-tty2 pid=\d+ started",
+        Duration::from_secs(60),
+    )?;
+    let new = last_started(&mut node, "shell-tty2")?;
+    ensure!(
+        new != old,
+        "restarted shell-tty2 has the old pid {old}: `{restarted}`"
+    );
+    eprintln!("`{exited}` then `{restarted}`");
+
+    let after = procs(&mut node)?;
+    let service =
+        find(&after, new).with_context(|| format!("restarted shell-tty2 (pid {new}) is not running"))?;
+    ensure!(
+        !service.is_zombie(),
+        "restarted shell-tty2 (pid {new}) is a zombie"
+    );
+    ensure!(
+        find(&after, old).is_none(),
+        "the killed shell-tty2 (pid {old}) is still in the process table"
+    );
+    Ok(())
+}
+
+#[test]
+fn orphaned_children_leave_no_zombies() -> Result<()> {
+    const ORPHANS: usize = 100;
+    const LIFETIME_S: u64 = 10;
+    let mut node = start("orphans", Boot::Kernel, &[NicModel::VirtioNetPci])?;
+    wait_ready(&mut node, READY_FROM_KERNEL)?;
+
+    // Each subshell starts a sleep in the background and exits at once: the sleep is orphaned.
+    let spawned = Instant::now();
+    sh(
+        &mut node,
+        &format!("for i in $(seq {ORPHANS}); do (sleep {LIFETIME_S} &); done"),
+    )?;
+    let orphan = |p: &Proc| p.comm == "sleep" && p.ppid == 1;
+    // The last forks may not have exec'd `sleep` yet: look again until all are there.
+    let mut adopted = 0;
+    while adopted < ORPHANS {
+        ensure!(
+            spawned.elapsed() < Duration::from_secs(LIFETIME_S),
+            "only {adopted} of {ORPHANS} orphaned sleeps are children of PID 1 (after {:?})",
+            spawned.elapsed()
+        );
+        adopted = procs(&mut node)?.iter().filter(|p| orphan(p)).count();
+    }
+    eprintln!(
+        "orphans: {adopted} orphaned sleeps adopted by PID 1 after {:.1} s",
+        spawned.elapsed().as_secs_f64()
+    );
+
+    // Wait until every orphan has ended (a zombie has ended too), then give PID 1 a moment.
+    let deadline = Instant::now() + Duration::from_secs(LIFETIME_S + 60);
+    loop {
+        let running = procs(&mut node)?
+            .iter()
+            .filter(|p| orphan(p) && !p.is_zombie())
+            .count();
+        if running == 0 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{running} orphaned sleeps still run long after {LIFETIME_S} s"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let zombies: Vec<Proc> = procs(&mut node)?.into_iter().filter(Proc::is_zombie).collect();
+    ensure!(zombies.is_empty(), "{} zombies left: {zombies:?}", zombies.len());
+    Ok(())
+}
+
+#[test]
+fn acpi_poweroff_ends_qemu_cleanly() -> Result<()> {
+    let mut node = start("poweroff", Boot::Kernel, &[NicModel::VirtioNetPci])?;
+    wait_ready(&mut node, READY_FROM_KERNEL)?;
+    let pressed = Instant::now();
+    power_off_cleanly(&mut node)?;
+    eprintln!(
+        "poweroff: QEMU exited {:.1} s after the power button",
+        pressed.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
