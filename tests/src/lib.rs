@@ -73,9 +73,11 @@ pub fn procs(node: &mut Node) -> Result<Vec<Proc>> {
 /// shutdown, QEMU exits 0 because the guest powered off (not a reset or a panic), no kernel panic.
 pub fn power_off_cleanly(node: &mut Node) -> Result<()> {
     node.powerdown()?;
+    node.wait_for_line(r"clump: shutdown action=poweroff\b", POWEROFF)
+        .context("PID 1 did not begin an orderly poweroff after the ACPI power button")?;
     let status = node
         .wait_exit(POWEROFF)
-        .context("the ACPI power button did not end QEMU")?;
+        .context("the node did not power off after PID 1's shutdown")?;
     ensure!(
         status.success(),
         "QEMU exited with {status} after the ACPI power button"
@@ -89,12 +91,6 @@ pub fn power_off_cleanly(node: &mut Node) -> Result<()> {
     if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {
         bail!("kernel panic in the serial log: {panic}");
     }
-    ensure!(
-        lines
-            .iter()
-            .any(|l| l.contains("clump: shutdown action=poweroff")),
-        "PID 1 did not log `clump: shutdown action=poweroff ...` before the node went down"
-    );
     eprintln!(
         "{}: powered off via ACPI, {:.1} s after QEMU started",
         node.name(),

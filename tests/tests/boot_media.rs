@@ -55,5 +55,10 @@ fn iso_as_usb_disk_reaches_ready() -> Result<()> {
     // The USB disk is the only boot device the virtual PC has.
     let mut node = start("usb", Boot::Usb, &[NicModel::VirtioNetPci])?;
     wait_ready(&mut node, READY_FROM_ISO)?;
+    let products = sh(&mut node, "cat /sys/bus/usb/devices/*/product 2>/dev/null; true")?;
+    ensure!(
+        products.contains("QEMU USB HARDDRIVE"),
+        "the guest sees no USB disk; USB products:\n{products}"
+    );
     power_off_cleanly(&mut node)
 }

@@ -88,9 +88,9 @@ fn every_nic_model_gets_its_driver_loaded_and_reported() -> Result<()> {
     Ok(())
 }
 
-/// The pid in the last `clump: service name=<service> pid=<pid> started` line.
+/// The pid in the last `clump: service started name=<service> pid=<pid>` line.
 fn last_started(node: &mut Node, service: &str) -> Result<u32> {
-    let started = Regex::new(&format!(r"clump: service name={service} pid=(\d+) started"))?;
+    let started = Regex::new(&format!(r"clump: service started name={service} pid=(\d+)\b"))?;
     let lines = node.log_lines()?;
     let pid = lines
         .iter()
@@ -120,11 +120,11 @@ fn killed_service_is_restarted_by_pid1() -> Result<()> {
     node.skip_log()?;
     sh(&mut node, &format!("kill -KILL {old}"))?;
     let exited = node.wait_for_line(
-        &format!(r"clump: service name=shell-tty2 pid={old} exited\b"),
+        &format!(r"clump: service exited name=shell-tty2 pid={old}\b.*\brestart_in_ms=\d+"),
         Duration::from_secs(30),
     )?;
     let restarted = node.wait_for_line(
-        r"clump: service name=shell-tty2 pid=\d+ started",
+        r"clump: service started name=shell-tty2 pid=\d+\b",
         Duration::from_secs(60),
     )?;
     let new = last_started(&mut node, "shell-tty2")?;
