@@ -1,8 +1,9 @@
 //! One running node: a QEMU process with its serial console and QMP socket.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -51,38 +52,7 @@ pub struct Node {
 impl Node {
     /// Starts QEMU for `spec` and connects to its serial console and QMP socket.
     pub fn start(spec: NodeSpec) -> Result<Node> {
-        let (dir, tempdir) = match &spec.workdir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-                (dir.clone(), None)
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("clump-lab-")
-                    .tempdir()
-                    .map_err(Error::io("creating a temporary workdir"))?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
-        let dir = std::path::absolute(&dir).map_err(Error::io(format!("resolving {}", dir.display())))?;
-        let layout = Layout::new(&dir);
-        for socket in [&layout.serial_socket, &layout.qmp_socket] {
-            if socket.as_os_str().len() > MAX_SOCKET_PATH {
-                return Err(Error::SocketPathTooLong {
-                    path: socket.clone(),
-                    max: MAX_SOCKET_PATH,
-                });
-            }
-        }
-        for stale in [&layout.serial_log, &layout.serial_socket, &layout.qmp_socket] {
-            match std::fs::remove_file(stale) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(format!("removing {}", stale.display()))(e))
-                }
-                _ => {}
-            }
-        }
-
+        let (layout, tempdir) = prepare_workdir(spec.workdir.as_deref())?;
         let ovmf = match spec.firmware {
             Firmware::Uefi => {
                 let ovmf = Ovmf::find()?;
@@ -96,51 +66,21 @@ impl Node {
             Firmware::Bios => None,
         };
         let args = qemu_args(&spec, &layout, ovmf.as_ref().map(|o| o.code.as_path()));
-        let printable = args
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
-        std::fs::write(dir.join("qemu.cmdline"), format!("{QEMU} {printable}\n"))
-            .map_err(Error::io("writing qemu.cmdline"))?;
+        let started = Instant::now();
+        let mut process = spawn_qemu(&args, &layout)?;
+        tracing::info!(node = %spec.name, pid = process.id(), workdir = %layout.dir.display(), "QEMU started");
 
-        let output = File::create(&layout.qemu_output)
-            .map_err(Error::io(format!("creating {}", layout.qemu_output.display())))?;
-        let output2 = output
-            .try_clone()
-            .map_err(Error::io("duplicating the QEMU log"))?;
-        let mut cmd = Command::new(QEMU);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(output)
-            .stderr(output2);
-        let process = Process::spawn(cmd).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::QemuMissing(QEMU),
-            _ => Error::io(format!("starting {QEMU}"))(e),
-        })?;
-        tracing::info!(node = %spec.name, pid = process.id(), workdir = %dir.display(), "QEMU started");
-
-        let mut starting = Starting {
-            process,
-            layout,
-            name: spec.name,
-        };
-        let serial = starting.connect(&starting.layout.serial_socket.clone())?;
+        let serial = connect(&mut process, &layout, &spec.name, &layout.serial_socket)?;
         let console = Console::new(serial).map_err(Error::io("starting the serial reader"))?;
-        let qmp = Qmp::handshake(starting.connect(&starting.layout.qmp_socket.clone())?)?;
-        let Starting {
-            process,
-            layout,
-            name,
-        } = starting;
+        let qmp = Qmp::handshake(connect(&mut process, &layout, &spec.name, &layout.qmp_socket)?)?;
         Ok(Node {
             process,
             console,
             qmp,
             log: SerialLog::new(&layout.serial_log),
             layout,
-            name,
-            started: Instant::now(),
+            name: spec.name,
+            started,
             shell_ready: false,
             next_request: 0,
             _tempdir: tempdir,
@@ -395,36 +335,113 @@ fn context(log: &SerialLog, qemu_output: &Path) -> String {
     text
 }
 
-/// A node whose sockets are not connected yet.
-struct Starting {
-    process: Process,
-    layout: Layout,
-    name: String,
+/// Creates the workdir (a temporary one if none is given) and clears what a previous run left there.
+fn prepare_workdir(workdir: Option<&Path>) -> Result<(Layout, Option<TempDir>)> {
+    let (dir, tempdir) = match workdir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+            (dir.to_path_buf(), None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("clump-lab-")
+                .tempdir()
+                .map_err(Error::io("creating a temporary workdir"))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let dir = std::path::absolute(&dir).map_err(Error::io(format!("resolving {}", dir.display())))?;
+    let layout = Layout::new(&dir);
+    for socket in [&layout.serial_socket, &layout.qmp_socket] {
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::SocketPathTooLong {
+                path: socket.clone(),
+                max: MAX_SOCKET_PATH,
+            });
+        }
+    }
+    for stale in [&layout.serial_log, &layout.serial_socket, &layout.qmp_socket] {
+        match std::fs::remove_file(stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("removing {}", stale.display()))(e))
+            }
+            _ => {}
+        }
+    }
+    Ok((layout, tempdir))
 }
 
-impl Starting {
-    /// Connects to a socket QEMU listens on, waiting for QEMU to create it.
-    fn connect(&mut self, path: &PathBuf) -> Result<UnixStream> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            match UnixStream::connect(path) {
-                Ok(stream) => return Ok(stream),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(Error::io(format!("connecting to {}", path.display()))(e))
-                }
-                Err(_) => {}
+/// Starts QEMU with its output in `qemu.log` and its command line in `qemu.cmdline` (to rerun by hand).
+fn spawn_qemu(args: &[OsString], layout: &Layout) -> Result<Process> {
+    let printable = args
+        .iter()
+        .map(|a| shell_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cmdline = layout.dir.join("qemu.cmdline");
+    std::fs::write(&cmdline, format!("{QEMU} {printable}\n"))
+        .map_err(Error::io(format!("writing {}", cmdline.display())))?;
+    let output = File::create(&layout.qemu_output)
+        .map_err(Error::io(format!("creating {}", layout.qemu_output.display())))?;
+    let stderr = output
+        .try_clone()
+        .map_err(Error::io("duplicating the QEMU log"))?;
+    let mut cmd = Command::new(QEMU);
+    cmd.args(args).stdin(Stdio::null()).stdout(output).stderr(stderr);
+    Process::spawn(cmd).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::QemuMissing(QEMU),
+        _ => Error::io(format!("starting {QEMU}"))(e),
+    })
+}
+
+/// `arg` quoted for a POSIX shell when it needs to be.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-,.=/:@%+".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Connects to a socket QEMU listens on, waiting (bounded) for QEMU to create it.
+fn connect(process: &mut Process, layout: &Layout, name: &str, path: &Path) -> Result<UnixStream> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(Error::io(format!("connecting to {}", path.display()))(e))
             }
-            if let Some(status) = self.process.try_wait().map_err(Error::io("checking on QEMU"))? {
-                let mut log = SerialLog::new(&self.layout.serial_log);
-                let _ = log.refresh();
-                return Err(Error::Exited {
-                    node: self.name.clone(),
-                    what: format!("QEMU to open {}", path.display()),
-                    status,
-                    context: context(&log, &self.layout.qemu_output),
-                });
-            }
-            thread::sleep(Duration::from_millis(20));
+            Err(_) => {}
         }
+        if let Some(status) = process.try_wait().map_err(Error::io("checking on QEMU"))? {
+            let mut log = SerialLog::new(&layout.serial_log);
+            let _ = log.refresh();
+            return Err(Error::Exited {
+                node: name.to_owned(),
+                what: format!("QEMU to open {}", path.display()),
+                status,
+                context: context(&log, &layout.qemu_output),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_quoted_only_where_needed() {
+        assert_eq!(shell_quote("-device"), "-device");
+        assert_eq!(
+            shell_quote("e1000,netdev=net0,mac=52:54:00:00:00:01"),
+            "e1000,netdev=net0,mac=52:54:00:00:00:01"
+        );
+        assert_eq!(shell_quote("quiet panic=10"), "'quiet panic=10'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }
