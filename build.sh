@@ -47,11 +47,16 @@ declare -A PKG_ROLE=()      # Debian package -> what it was used for
 # ------------------------------------------------------------------------------------------------
 # helpers
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+if [[ -t 2 ]]; then
+    B=$'\033[1m' R=$'\033[31m' Y=$'\033[33m' N=$'\033[0m'
+else
+    B='' R='' Y='' N=''
+fi
+log() { printf '%s==> %s%s\n' "$B" "$*" "$N" >&2; }
 info() { printf '    %s\n' "$*" >&2; }
-warn() { printf '\033[33mwarning:\033[0m %s\n' "$*" >&2; }
+warn() { printf '%swarning:%s %s\n' "$Y" "$N" "$*" >&2; }
 die() {
-    printf '\033[31merror:\033[0m %s\n' "$*" >&2
+    printf '%serror:%s %s\n' "$R" "$N" "$*" >&2
     exit 1
 }
 now() { date +%s.%N; }
