@@ -1,7 +1,9 @@
 //! Network interfaces of a node: finding the Ethernet NICs (sysfs) and configuring them (rtnetlink).
 
 pub mod dhcp;
+pub mod frame;
 pub mod nic;
+pub mod packet;
 pub mod rtnl;
 
 pub use nic::{list_ethernet, Nic};
