@@ -2,7 +2,7 @@
 //! (the interface has no address yet, so the kernel's UDP stack cannot send or receive for us).
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr};
 use std::net::Ipv4Addr;
 
 const TTL: u8 = 64;
@@ -13,8 +13,8 @@ const UDP_HEADER: usize = 8;
 pub fn udp_ipv4(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let udp = UdpRepr { src_port, dst_port };
     let ip = Ipv4Repr {
-        src_addr: Ipv4Address::from(src),
-        dst_addr: Ipv4Address::from(dst),
+        src_addr: src,
+        dst_addr: dst,
         next_header: IpProtocol::Udp,
         payload_len: UDP_HEADER + payload.len(),
         hop_limit: TTL,
