@@ -57,6 +57,14 @@ pub enum Error {
         context: String,
     },
 
+    /// The node did not power off cleanly through ACPI.
+    #[error("node {node}: {problem}\n{context}")]
+    PowerOff {
+        node: String,
+        problem: String,
+        context: String,
+    },
+
     /// The QMP conversation broke (bad greeting, malformed message, closed socket).
     #[error("QMP: {0}")]
     Qmp(String),

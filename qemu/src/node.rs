@@ -187,6 +187,38 @@ impl Node {
         self.qmp.execute("system_powerdown", None).map(drop)
     }
 
+    /// Presses the ACPI power button and checks that the node powers off in an orderly way: PID 1
+    /// logs `clump: shutdown action=poweroff`, QEMU exits 0 because the guest powered off (QEMU's
+    /// `SHUTDOWN` reason is `guest-shutdown`, not a reset or a panic under `-no-reboot`), and the serial
+    /// log has no kernel panic. Each step waits at most `timeout`.
+    pub fn power_off(&mut self, timeout: Duration) -> Result<()> {
+        self.powerdown()?;
+        self.wait_for_line(r"clump: shutdown action=poweroff\b", timeout)?;
+        let status = self.wait_exit(timeout)?;
+        if !status.success() {
+            return Err(self.power_off_error(format!("QEMU exited with {status} after the power button")));
+        }
+        let reason = self.shutdown_reason(Duration::from_secs(5))?;
+        if reason.as_deref() != Some("guest-shutdown") {
+            return Err(self.power_off_error(format!(
+                "QEMU's shutdown reason is {reason:?}, not \"guest-shutdown\" (a reset or a panic)"
+            )));
+        }
+        if let Some(panic) = self.log_lines()?.iter().find(|l| l.contains("Kernel panic")) {
+            let problem = format!("kernel panic: {panic}");
+            return Err(self.power_off_error(problem));
+        }
+        Ok(())
+    }
+
+    fn power_off_error(&self, problem: String) -> Error {
+        Error::PowerOff {
+            node: self.name.clone(),
+            problem,
+            context: self.context(),
+        }
+    }
+
     /// Asks QEMU to exit at once (no guest shutdown).
     pub fn quit(&mut self) -> Result<()> {
         match self.qmp.execute("quit", None) {

@@ -6,7 +6,7 @@ mod procs;
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clump_lab::{workspace_root, Artefacts, Boot, NicModel, Node, NodeSpec};
 
 pub use procs::{parse_procs, Proc, PS_COMMAND};
@@ -69,28 +69,11 @@ pub fn procs(node: &mut Node) -> Result<Vec<Proc>> {
     Ok(procs)
 }
 
-/// Presses the ACPI power button and checks the node powers off in an orderly way: PID 1 logs the
-/// shutdown, QEMU exits 0 because the guest powered off (not a reset or a panic), no kernel panic.
+/// Presses the ACPI power button and checks the node powers off in an orderly way (see
+/// [`Node::power_off`]).
 pub fn power_off_cleanly(node: &mut Node) -> Result<()> {
-    node.powerdown()?;
-    node.wait_for_line(r"clump: shutdown action=poweroff\b", POWEROFF)
-        .context("PID 1 did not begin an orderly poweroff after the ACPI power button")?;
-    let status = node
-        .wait_exit(POWEROFF)
-        .context("the node did not power off after PID 1's shutdown")?;
-    ensure!(
-        status.success(),
-        "QEMU exited with {status} after the ACPI power button"
-    );
-    let reason = node.shutdown_reason(Duration::from_secs(5))?;
-    ensure!(
-        reason.as_deref() == Some("guest-shutdown"),
-        "QEMU's SHUTDOWN reason is {reason:?}, not guest-shutdown (a reset or panic under -no-reboot)"
-    );
-    let lines = node.log_lines()?;
-    if let Some(panic) = lines.iter().find(|l| l.contains("Kernel panic")) {
-        bail!("kernel panic in the serial log: {panic}");
-    }
+    node.power_off(POWEROFF)
+        .context("the ACPI power button did not power the node off cleanly")?;
     eprintln!(
         "{}: powered off via ACPI, {:.1} s after QEMU started",
         node.name(),
