@@ -42,7 +42,7 @@ pub struct Node {
     qmp: Qmp,
     log: SerialLog,
     layout: Layout,
-    name: String,
+    spec: NodeSpec,
     started: Instant,
     shell_ready: bool,
     next_request: u64,
@@ -79,7 +79,7 @@ impl Node {
             qmp,
             log: SerialLog::new(&layout.serial_log),
             layout,
-            name: spec.name,
+            spec,
             started,
             shell_ready: false,
             next_request: 0,
@@ -89,7 +89,12 @@ impl Node {
 
     /// The node's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.spec.name
+    }
+
+    /// What the node was started with (its NICs and their MAC addresses, ...).
+    pub fn spec(&self) -> &NodeSpec {
+        &self.spec
     }
 
     /// Where the node's files are (serial log, sockets, QEMU's output).
@@ -213,7 +218,7 @@ impl Node {
 
     fn power_off_error(&self, problem: String) -> Error {
         Error::PowerOff {
-            node: self.name.clone(),
+            node: self.spec.name.clone(),
             problem,
             context: self.context(),
         }
@@ -286,7 +291,7 @@ impl Node {
                     return Ok(found);
                 }
                 return Err(Error::Exited {
-                    node: self.name.clone(),
+                    node: self.spec.name.clone(),
                     what: what.to_owned(),
                     status,
                     context: self.context(),
@@ -332,7 +337,7 @@ impl Node {
     fn timeout_error(&mut self, what: &str, after: Duration) -> Error {
         let _ = self.refresh_log();
         Error::Timeout {
-            node: self.name.clone(),
+            node: self.spec.name.clone(),
             what: what.to_owned(),
             after,
             context: self.context(),

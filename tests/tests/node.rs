@@ -44,12 +44,13 @@ fn every_nic_model_gets_its_driver_loaded_and_reported() -> Result<()> {
          echo ${n##*/} $(cat $n/address) $(basename $(readlink $n/device/driver)); fi; done",
     )?;
 
-    let spec_nics: Vec<_> = NicModel::ALL
-        .iter()
-        .zip(0u8..)
-        .map(|(&m, i)| (m, clump_lab::Mac::derived("nics", i)))
-        .collect();
-    for (model, mac) in &spec_nics {
+    let nics: Vec<_> = node.spec().nics.iter().map(|n| (n.model, n.mac)).collect();
+    ensure!(
+        nics.len() == NicModel::ALL.len(),
+        "the node has {} NICs",
+        nics.len()
+    );
+    for (model, mac) in &nics {
         let mac = mac.to_string();
         let Some((iface, driver, carrier)) = reported.get(&mac) else {
             bail!("no `clump: nic` line for the {model} NIC (mac {mac}); reported: {reported:?}");
