@@ -22,18 +22,33 @@ pub fn list_ethernet(class_net: &Path) -> Vec<Nic> {
     let Ok(entries) = std::fs::read_dir(class_net) else {
         return Vec::new();
     };
-    let mut nics: Vec<Nic> = entries.flatten().filter_map(|e| read_nic(&e.path())).collect();
+    let mut nics: Vec<Nic> = entries
+        .flatten()
+        .filter_map(|e| read_nic(&e.path(), true))
+        .collect();
     nics.sort_by(|a, b| a.device.cmp(&b.device).then_with(|| a.name.cmp(&b.name)));
     nics
 }
 
-fn read_nic(dir: &Path) -> Option<Nic> {
+/// The Ethernet interface `name`, physical or not (a veth or tap named by the user).
+pub fn by_name(class_net: &Path, name: &str) -> Option<Nic> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    read_nic(&class_net.join(name), false)
+}
+
+fn read_nic(dir: &Path, physical_only: bool) -> Option<Nic> {
     let attr = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .ok()
             .map(|s| s.trim().to_string())
     };
-    let device = std::fs::canonicalize(dir.join("device")).ok()?;
+    let device = match std::fs::canonicalize(dir.join("device")) {
+        Ok(d) => d,
+        Err(_) if !physical_only => dir.to_path_buf(),
+        Err(_) => return None,
+    };
     if attr("type")? != ARPHRD_ETHER || dir.join("wireless").exists() || dir.join("phy80211").exists() {
         return None;
     }
@@ -104,6 +119,8 @@ mod tests {
         assert_eq!(names, [("eth0", "virtio_net", 2), ("eth1", "e1000", 3)]);
         assert_eq!(carrier(&root.join("class"), "eth0"), Some(true));
         assert_eq!(carrier(&root.join("class"), "nope"), None);
+        assert_eq!(by_name(&root.join("class"), "eth1").map(|n| n.index), Some(3));
+        assert!(by_name(&root.join("class"), "../class/eth1").is_none());
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -1,0 +1,295 @@
+//! DHCP on one interface: the sans-I/O client wired to its sockets, the ARP probe and netlink.
+
+use crate::arp_probe;
+use crate::state_file::{self, LeaseFile};
+use clump_net::dhcp::{Action, Client, ClientConfig, Dest, Lease, CLIENT_PORT, SERVER_PORT};
+use clump_net::packet::{PacketSocket, BROADCAST_MAC};
+use clump_net::{frame, Nic, Rtnl};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub struct Paths {
+    pub lease_file: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+struct Probe {
+    address: Ipv4Addr,
+    sent: u32,
+    next: Duration,
+}
+
+pub struct Link {
+    pub nic: Nic,
+    mac: [u8; 6],
+    pub client: Client,
+    raw: PacketSocket,
+    arp: PacketSocket,
+    /// Bound to the leased address once there is one: unicast renewals go through the kernel.
+    udp: Option<UdpSocket>,
+    probe: Option<Probe>,
+    pub bound: Option<Lease>,
+}
+
+/// What a link reports to the service loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Bound,
+    Unbound,
+}
+
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl Link {
+    pub fn open(nic: Nic, hostname: Option<String>, seed: u64) -> std::io::Result<Self> {
+        let mac = parse_mac(&nic.mac).ok_or_else(|| std::io::Error::other(format!("bad MAC {}", nic.mac)))?;
+        let raw = PacketSocket::ipv4(nic.index)?;
+        let arp = PacketSocket::arp(nic.index)?;
+        let cfg = ClientConfig {
+            mac,
+            hostname,
+            vendor_class: format!("clump {}", env!("CARGO_PKG_VERSION")),
+        };
+        Ok(Link {
+            nic,
+            mac,
+            client: Client::new(cfg, seed),
+            raw,
+            arp,
+            udp: None,
+            probe: None,
+            bound: None,
+        })
+    }
+
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut v = vec![self.raw.as_fd(), self.arp.as_fd()];
+        if let Some(u) = &self.udp {
+            v.push(u.as_fd());
+        }
+        v
+    }
+
+    pub fn deadline(&self) -> Option<Duration> {
+        let probe = self.probe.as_ref().map(|p| p.next);
+        [self.client.deadline(), probe].into_iter().flatten().min()
+    }
+
+    /// Advances timers, reads every socket, applies what the client decided.
+    pub fn turn(&mut self, now: Duration, rtnl: &mut Rtnl, paths: &Paths) -> Vec<Outcome> {
+        let mut actions = self.client.tick(now);
+        actions.extend(self.probe_step(now));
+        let mut buf = vec![0u8; 2048];
+        while let Ok(Some(packet)) = self.raw.recv(&mut buf) {
+            if let Some(d) = frame::parse_udp_ipv4(packet) {
+                if d.src_port == SERVER_PORT && d.dst_port == CLIENT_PORT {
+                    actions.extend(self.client.handle(now, d.payload));
+                }
+            }
+        }
+        while let Ok(Some(packet)) = self.arp.recv(&mut buf) {
+            if let Some(p) = &self.probe {
+                if arp_probe::conflicts(packet, self.mac, p.address) {
+                    tracing::warn!(iface = %self.nic.name, address = %p.address, "offered address is in use: declining");
+                    self.probe = None;
+                    actions.extend(self.client.probe_result(now, true));
+                }
+            }
+        }
+        if let Some(u) = &self.udp {
+            // Replies are read from the packet socket; this only keeps the queue empty.
+            while u.recv(&mut buf).is_ok() {}
+        }
+        self.apply(actions, now, rtnl, paths)
+    }
+
+    fn probe_step(&mut self, now: Duration) -> Vec<Action> {
+        let Some(p) = self.probe.as_mut() else {
+            return Vec::new();
+        };
+        if now < p.next {
+            return Vec::new();
+        }
+        if p.sent < arp_probe::PROBES {
+            if let Err(e) = arp_probe::send_probe(&self.arp, self.mac, p.address) {
+                tracing::warn!(iface = %self.nic.name, error = %e, "ARP probe not sent");
+            }
+            p.sent += 1;
+            p.next = now + arp_probe::INTERVAL;
+            return Vec::new();
+        }
+        self.probe = None;
+        self.client.probe_result(now, false)
+    }
+
+    pub fn apply(
+        &mut self,
+        actions: Vec<Action>,
+        now: Duration,
+        rtnl: &mut Rtnl,
+        paths: &Paths,
+    ) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { payload, dest } => self.send(&payload, dest),
+                Action::Probe(address) => {
+                    self.probe = Some(Probe {
+                        address,
+                        sent: 0,
+                        next: now,
+                    })
+                }
+                Action::Bind(lease) => {
+                    if self.bind(&lease, rtnl, paths) {
+                        out.push(Outcome::Bound);
+                    }
+                }
+                Action::Unbind { address, reason } => {
+                    if reason == "released" {
+                        tracing::info!(iface = %self.nic.name, address = %address, "lease released");
+                    } else {
+                        tracing::warn!(iface = %self.nic.name, address = %address, reason, "lease lost");
+                    }
+                    let prefix = self.bound.as_ref().map_or(32, |l| l.prefix_len);
+                    if let Err(e) = rtnl.delete_address(self.nic.index, address, prefix) {
+                        tracing::warn!(error = %e, "cannot remove address");
+                    }
+                    self.udp = None;
+                    self.bound = None;
+                    self.write_state(paths, "unbound");
+                    out.push(Outcome::Unbound);
+                }
+            }
+        }
+        out
+    }
+
+    fn send(&self, payload: &[u8], dest: Dest) {
+        let result = match (dest, &self.udp) {
+            (Dest::Unicast(server), Some(udp)) => udp
+                .send_to(payload, SocketAddrV4::new(server, SERVER_PORT))
+                .map(|_| ()),
+            (Dest::Broadcast, Some(udp)) => udp
+                .send_to(payload, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT))
+                .map(|_| ()),
+            (_, None) => {
+                let packet = frame::udp_ipv4(
+                    Ipv4Addr::UNSPECIFIED,
+                    Ipv4Addr::BROADCAST,
+                    CLIENT_PORT,
+                    SERVER_PORT,
+                    payload,
+                );
+                self.raw.send_to(&packet, BROADCAST_MAC)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(iface = %self.nic.name, error = %e, "DHCP message not sent");
+        }
+    }
+
+    fn bind(&mut self, lease: &Lease, rtnl: &mut Rtnl, paths: &Paths) -> bool {
+        let idx = self.nic.index;
+        let fresh = self.bound.as_ref().map(|l| l.address) != Some(lease.address);
+        if let Err(e) = rtnl.replace_address(
+            idx,
+            lease.address,
+            lease.prefix_len,
+            lease.broadcast,
+            Some(lease.lease_time),
+        ) {
+            tracing::error!(iface = %self.nic.name, error = %e, "cannot configure the leased address");
+            return false;
+        }
+        if let Some(mtu) = lease.mtu.filter(|m| *m >= 576) {
+            if let Err(e) = rtnl.set_mtu(idx, u32::from(mtu)) {
+                tracing::warn!(error = %e, "cannot set MTU");
+            }
+        }
+        if let Some(gw) = lease.router {
+            if let Err(e) = rtnl.replace_default_route(idx, gw) {
+                tracing::warn!(gateway = %gw, error = %e, "cannot set the default route");
+            }
+        }
+        if fresh {
+            self.udp = open_udp(lease.address, &self.nic.name);
+            if let Err(e) = state_file::write_resolv_conf(&paths.resolv_conf, lease) {
+                tracing::warn!(error = %e, "cannot write resolv.conf");
+            }
+        }
+        self.bound = Some(lease.clone());
+        tracing::info!(
+            iface = %self.nic.name,
+            addr = %format!("{}/{}", lease.address, lease.prefix_len),
+            server = %lease.server,
+            lease_s = lease.lease_time.as_secs(),
+            t1_s = lease.t1.as_secs(),
+            t2_s = lease.t2.as_secs(),
+            renewed = !fresh,
+            "lease"
+        );
+        self.write_state(paths, "bound");
+        true
+    }
+
+    fn write_state(&self, paths: &Paths, state: &str) {
+        let file = LeaseFile {
+            iface: &self.nic.name,
+            driver: &self.nic.driver,
+            mac: &self.nic.mac,
+            via: "dhcp",
+            state,
+            lease: self.bound.as_ref(),
+            written_at: crate::since_boot().as_secs(),
+            dropped: self.client.counters(),
+        };
+        if let Err(e) = state_file::write_json(&paths.lease_file, &file) {
+            tracing::warn!(path = %paths.lease_file.display(), error = %e, "cannot write the lease file");
+        }
+    }
+
+    /// Orderly shutdown: RELEASE and remove the address.
+    pub fn release(&mut self, now: Duration, rtnl: &mut Rtnl, paths: &Paths) {
+        let actions = self.client.release();
+        self.apply(actions, now, rtnl, paths);
+    }
+}
+
+fn open_udp(address: Ipv4Addr, iface: &str) -> Option<UdpSocket> {
+    let sock = match UdpSocket::bind(SocketAddrV4::new(address, CLIENT_PORT)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(iface, error = %e, "no UDP socket for renewals; using broadcast");
+            return None;
+        }
+    };
+    let _ = sock.set_broadcast(true);
+    let _ = sock.set_nonblocking(true);
+    Some(sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mac;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("52:54:00:12:34:56"),
+            Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(parse_mac("52:54:00:12:34"), None);
+        assert_eq!(parse_mac("52:54:00:12:34:56:78"), None);
+        assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
+    }
+}

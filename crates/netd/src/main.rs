@@ -1,0 +1,130 @@
+//! `clump-netd`: gets the node on the network. Runs DHCP (RFC 2131) on every Ethernet NIC with
+//! carrier in parallel, keeps the first lease, renews it, and releases it on SIGTERM.
+
+mod arp_probe;
+mod link;
+mod state_file;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use clump_net::{nic, Rtnl};
+use link::{Link, Outcome, Paths};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use rustix::event::{poll, PollFd, PollFlags};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "clump-netd", version, about = "DHCP for a Clump node")]
+struct Args {
+    /// Interfaces to try (default: every Ethernet NIC with carrier).
+    #[arg(long = "iface")]
+    ifaces: Vec<String>,
+    /// Where the lease is published.
+    #[arg(long, default_value = "/run/clump/lease.json")]
+    lease_file: PathBuf,
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Hostname sent to the server (option 12).
+    #[arg(long)]
+    hostname: Option<String>,
+}
+
+pub fn since_boot() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .without_time()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)?;
+    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+
+    let class_net = std::path::Path::new("/sys/class/net");
+    let nics: Vec<_> = if args.ifaces.is_empty() {
+        nic::list_ethernet(class_net)
+            .into_iter()
+            .filter(|n| nic::carrier(class_net, &n.name) == Some(true))
+            .collect()
+    } else {
+        args.ifaces
+            .iter()
+            .filter_map(|name| nic::by_name(class_net, name))
+            .collect()
+    };
+    if nics.is_empty() {
+        bail!("no Ethernet interface with carrier to run DHCP on");
+    }
+    let mut rtnl = Rtnl::open().context("rtnetlink")?;
+    let seed = u64::from(std::process::id()) ^ since_boot().as_nanos() as u64;
+    let mut links = Vec::new();
+    for (i, n) in nics.into_iter().enumerate() {
+        let name = n.name.clone();
+        match Link::open(n, args.hostname.clone(), seed.wrapping_add(i as u64)) {
+            Ok(l) => links.push(l),
+            Err(e) => tracing::warn!(iface = %name, error = %e, "cannot run DHCP here"),
+        }
+    }
+    if links.is_empty() {
+        bail!("no interface could be opened for DHCP");
+    }
+    let paths = Paths {
+        lease_file: args.lease_file,
+        resolv_conf: args.resolv_conf,
+    };
+    tracing::info!(ifaces = %links.iter().map(|l| l.nic.name.as_str()).collect::<Vec<_>>().join(","), "dhcp started");
+
+    loop {
+        let now = since_boot();
+        let mut chosen = None;
+        for (i, l) in links.iter_mut().enumerate() {
+            if l.turn(now, &mut rtnl, &paths).contains(&Outcome::Bound) && chosen.is_none() {
+                chosen = Some(i);
+            }
+        }
+        // The first NIC with a lease is the node's; the others stop asking.
+        if let Some(i) = chosen.filter(|_| links.len() > 1) {
+            let keep = links.swap_remove(i);
+            links.clear();
+            links.push(keep);
+        }
+        let now = since_boot();
+        let wait = links
+            .iter()
+            .filter_map(Link::deadline)
+            .min()
+            .map_or(Duration::from_secs(1), |d| d.saturating_sub(now))
+            .min(Duration::from_secs(1));
+        let timeout = rustix::time::Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        let mut fds = vec![PollFd::new(&sigfd, PollFlags::IN)];
+        for l in &links {
+            fds.extend(
+                l.fds()
+                    .into_iter()
+                    .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
+            );
+        }
+        let _ = poll(&mut fds, Some(&timeout));
+        let stop = !fds[0].revents().is_empty();
+        drop(fds);
+        if stop && matches!(sigfd.read_signal(), Ok(Some(_))) {
+            for l in &mut links {
+                l.release(since_boot(), &mut rtnl, &paths);
+            }
+            tracing::info!("stopped");
+            return Ok(());
+        }
+    }
+}
