@@ -39,6 +39,7 @@ pub fn since_boot() -> Duration {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .without_time()
+        .with_ansi(false)
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
