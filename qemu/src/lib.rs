@@ -7,12 +7,15 @@
 //!
 //! let spec = NodeSpec::from_artefacts("node1", Boot::Kernel, &Artefacts::from_env())?.nic(NicModel::E1000);
 //! let mut node = Node::start(spec)?;
-//! node.wait_for_line("^clump: ready", Duration::from_secs(120))?;
+//! // Not anchored with `^`: a `clump# ` prompt may precede PID 1's line on the console.
+//! node.wait_for_line(r"clump: ready\b", Duration::from_secs(120))?;
 //! let (code, out) = node.shell("uname -r", Duration::from_secs(30))?;
-//! node.powerdown()?;
-//! node.wait_exit(Duration::from_secs(60))?;
+//! node.power_off(Duration::from_secs(60))?; // ACPI button, checked to end in a clean poweroff
 //! # Ok::<(), clump_lab::Error>(())
 //! ```
+//!
+//! Every wait is bounded; a timeout or an early QEMU exit is an error that quotes the end of the
+//! serial log. Dropping a [`Node`] kills QEMU's process group; QEMU also dies with the lab process.
 //!
 //! Networking never leaves QEMU: each NIC sits alone on its own QEMU hub (carrier up, no traffic out).
 //! QEMU's user-mode networking is never used.
