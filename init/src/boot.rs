@@ -4,6 +4,7 @@
 use crate::cmdline::{self, Config};
 use crate::hardware::{Change, Hardware};
 use crate::process::{reap_all, ProcessSpawner};
+use crate::ready::Readiness;
 use crate::shutdown::{shutdown, Action};
 use crate::signals::{Request, Signals};
 use crate::supervisor::{Event, Supervisor};
@@ -15,7 +16,7 @@ use std::time::Duration;
 pub const LOG_FILE: &str = "/run/clump/init.log";
 
 /// Runs the stages, then the event loop, until a shutdown.
-pub fn run(mut signals: Signals) -> ! {
+pub fn run(signals: Signals) -> ! {
     log::stage("start");
     let failed_mounts = mounts::mount_all();
     log::attach_devices();
@@ -49,28 +50,32 @@ pub fn run(mut signals: Signals) -> ! {
     let mut supervisor = Supervisor::default();
     let mut spawner = ProcessSpawner;
     let now = clock::since_boot();
-    for spec in services::specs(&cfg) {
+    let netd = chosen.is_some() && std::path::Path::new(services::NETD).exists();
+    if netd {
+        supervisor.add(services::netd(cfg.iface.as_deref()), now);
+    } else if chosen.is_some() {
+        tracing::warn!("this image has no network service: no address");
+    }
+    for spec in services::shells(&cfg) {
         supervisor.add(spec, now);
     }
     log_events(supervisor.tick(now, &mut spawner));
     log::stage("services");
 
-    match &chosen {
-        Some(c) => tracing::info!(
-            iface = %c.nic.name,
-            driver = %c.nic.driver,
-            carrier = if c.carrier { "up" } else { "down" },
-            "ready"
-        ),
-        None => tracing::info!(iface = "none", "ready"),
-    }
-    log::stage("ready");
-
     let known: Vec<String> = clump_net::list_ethernet(std::path::Path::new("/sys/class/net"))
         .into_iter()
         .map(|n| n.name)
         .collect();
-    event_loop(&mut signals, &mut hw, &mut supervisor, &mut spawner, known)
+    let ready = Readiness::new(chosen, clock::since_boot(), netd.then_some(cfg.dhcp_wait));
+    Node {
+        signals,
+        hw,
+        supervisor,
+        spawner,
+        known_nics: known,
+        ready,
+    }
+    .run()
 }
 
 fn read_config() -> Config {
@@ -88,60 +93,73 @@ fn read_config() -> Config {
     cfg
 }
 
-fn event_loop(
-    signals: &mut Signals,
-    hw: &mut Hardware,
-    supervisor: &mut Supervisor,
-    spawner: &mut ProcessSpawner,
-    mut known_nics: Vec<String>,
-) -> ! {
-    loop {
-        let now = clock::since_boot();
-        let wait = supervisor
-            .next_deadline()
-            .map(|at| at.saturating_sub(now))
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        let (sig_ready, uevent_ready, power_ready) = wait_for_input(signals, hw, wait);
+/// What PID 1's event loop works on after boot.
+struct Node {
+    signals: Signals,
+    hw: Hardware,
+    supervisor: Supervisor,
+    spawner: ProcessSpawner,
+    known_nics: Vec<String>,
+    ready: Readiness,
+}
 
-        let mut request = None;
-        if sig_ready {
-            for r in signals.read() {
-                match r {
-                    Request::Reap => {}
-                    other => request = Some(other),
+impl Node {
+    fn run(mut self) -> ! {
+        loop {
+            let now = clock::since_boot();
+            let wait = [
+                self.supervisor.next_deadline(),
+                self.ready.deadline().map(|_| now + POLL_READY),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(1), |at| at.saturating_sub(now))
+            .min(Duration::from_secs(1));
+            let (sig_ready, uevent_ready, power_ready) = wait_for_input(&self.signals, &self.hw, wait);
+
+            let mut request = None;
+            if sig_ready {
+                request = self.signals.read().into_iter().rfind(|r| *r != Request::Reap);
+            }
+            // Reap on every turn, not only on SIGCHLD: signals coalesce.
+            let now = clock::since_boot();
+            for r in reap_all() {
+                if let Some(ev) = self.supervisor.exited(r.pid, &r.status, now) {
+                    ev.log();
+                }
+            }
+            if uevent_ready {
+                self.hotplug();
+            }
+            if power_ready && self.hw.power_pressed() {
+                request = Some(Request::PowerOff("power-button"));
+            }
+            match request {
+                Some(Request::PowerOff(why)) => shutdown(Action::PowerOff, why, &mut self.supervisor),
+                Some(Request::Reboot(why)) => shutdown(Action::Reboot, why, &mut self.supervisor),
+                _ => {}
+            }
+            log_events(self.supervisor.tick(clock::since_boot(), &mut self.spawner));
+            self.ready.poll(clock::since_boot());
+        }
+    }
+
+    fn hotplug(&mut self) {
+        for change in self.hw.handle_uevents() {
+            // The uevents of coldplug arrive here too; only a new interface is news.
+            if let Change::NetAdded(iface) = change {
+                if !self.known_nics.contains(&iface) {
+                    tracing::info!(iface = %iface, "interface appeared");
+                    self.known_nics.push(iface);
                 }
             }
         }
-        // Reap on every turn, not only on SIGCHLD: signals coalesce.
-        let now = clock::since_boot();
-        for r in reap_all() {
-            if let Some(ev) = supervisor.exited(r.pid, &r.status, now) {
-                ev.log();
-            }
-        }
-        if uevent_ready {
-            for change in hw.handle_uevents() {
-                // The uevents of coldplug arrive here too; only a new interface is news.
-                if let Change::NetAdded(iface) = change {
-                    if !known_nics.contains(&iface) {
-                        tracing::info!(iface = %iface, "interface appeared");
-                        known_nics.push(iface);
-                    }
-                }
-            }
-        }
-        if power_ready && hw.power_pressed() {
-            request = Some(Request::PowerOff("power-button"));
-        }
-        match request {
-            Some(Request::PowerOff(why)) => shutdown(Action::PowerOff, why, supervisor),
-            Some(Request::Reboot(why)) => shutdown(Action::Reboot, why, supervisor),
-            _ => {}
-        }
-        log_events(supervisor.tick(clock::since_boot(), spawner));
     }
 }
+
+/// How often the lease file is looked at while `ready` waits for it.
+const POLL_READY: Duration = Duration::from_millis(200);
 
 /// Waits up to `wait` for the signalfd, the uevent socket or a power button.
 fn wait_for_input(signals: &Signals, hw: &Hardware, wait: Duration) -> (bool, bool, bool) {

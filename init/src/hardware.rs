@@ -80,6 +80,17 @@ impl Hardware {
         }
         let report = coldplug(loader, Path::new("/sys"), MAX_PASSES, SETTLE);
         loaded += log_events(&report.events);
+        // Devices that the drivers just loaded created (the ACPI button's input device, which
+        // evdev serves) announced themselves on the uevent socket: load their drivers now, so
+        // the power button works from the moment the node says it is ready.
+        for _ in 0..MAX_PASSES {
+            let (_, more) = self.drain_uevents();
+            if more == 0 {
+                break;
+            }
+            loaded += more;
+            std::thread::sleep(SETTLE);
+        }
         tracing::info!(
             devices = report.modaliases,
             passes = report.passes,
@@ -100,9 +111,19 @@ impl Hardware {
 
     /// Handles every pending uevent.
     pub fn handle_uevents(&mut self) -> Vec<Change> {
+        let (changes, _) = self.drain_uevents();
+        if changes.contains(&Change::InputAdded) {
+            self.open_power_buttons();
+        }
+        changes
+    }
+
+    /// Loads drivers for every pending uevent; returns the changes and how many modules loaded.
+    fn drain_uevents(&mut self) -> (Vec<Change>, usize) {
         let mut changes = Vec::new();
+        let mut loaded = 0;
         let Some(fd) = self.uevents.as_ref() else {
-            return changes;
+            return (changes, loaded);
         };
         let mut buf = [0u8; 8192];
         while let Ok((n, _)) = rustix::net::recv(fd, &mut buf[..], RecvFlags::DONTWAIT) {
@@ -113,7 +134,7 @@ impl Hardware {
                 continue;
             }
             if let (Some(alias), Some(loader)) = (ev.modalias.as_deref(), self.loader.as_mut()) {
-                log_events(&loader.load_modalias(alias));
+                loaded += log_events(&loader.load_modalias(alias));
             }
             match (ev.subsystem.as_deref(), ev.interface) {
                 (Some("net"), Some(iface)) => changes.push(Change::NetAdded(iface)),
@@ -121,10 +142,7 @@ impl Hardware {
                 _ => {}
             }
         }
-        if changes.contains(&Change::InputAdded) {
-            self.open_power_buttons();
-        }
-        changes
+        (changes, loaded)
     }
 
     /// True when a power button was pressed since the last call.

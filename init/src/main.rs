@@ -9,6 +9,7 @@ mod log;
 mod mounts;
 mod network;
 mod process;
+mod ready;
 mod services;
 mod shutdown;
 mod signals;

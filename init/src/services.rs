@@ -4,6 +4,8 @@ use crate::cmdline::Config;
 use crate::supervisor::ServiceSpec;
 
 const SHELL: &str = "/bin/sh";
+/// The network service (DHCP); an image built without it still boots, without addresses.
+pub const NETD: &str = "/bin/clump-netd";
 
 fn shell_env(term: &str) -> Vec<(String, String)> {
     [
@@ -18,9 +20,23 @@ fn shell_env(term: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The network service on the chosen NIC (`iface`), or on every NIC with carrier.
+pub fn netd(iface: Option<&str>) -> ServiceSpec {
+    let mut argv = vec![NETD.to_string()];
+    if let Some(i) = iface {
+        argv.extend(["--iface".to_string(), i.to_string()]);
+    }
+    ServiceSpec {
+        name: "netd".into(),
+        argv,
+        env: vec![("PATH".into(), "/bin:/sbin:/usr/bin:/usr/sbin".into())],
+        tty: None,
+    }
+}
+
 /// The root shells (a live node has no passwords, like Clump/OS): tty2 for the keyboard, and
 /// every serial console named on the command line.
-pub fn specs(cfg: &Config) -> Vec<ServiceSpec> {
+pub fn shells(cfg: &Config) -> Vec<ServiceSpec> {
     let mut out = Vec::new();
     if !cfg.shell {
         return out;
@@ -45,9 +61,10 @@ mod tests {
     #[test]
     fn shells_follow_the_consoles_and_the_switch() {
         let (cfg, _) = crate::cmdline::parse("console=tty0 console=ttyS0,115200");
-        let names: Vec<String> = specs(&cfg).into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = shells(&cfg).into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["shell-tty2", "shell-ttyS0"]);
         let (cfg, _) = crate::cmdline::parse("console=ttyS0 clump.shell=off");
-        assert!(specs(&cfg).is_empty());
+        assert!(shells(&cfg).is_empty());
+        assert_eq!(netd(Some("eth1")).argv, [NETD, "--iface", "eth1"]);
     }
 }

@@ -83,7 +83,10 @@ mod tests {
         assert_eq!(d.payload, b"hello dhcp");
         let mut partial = b.clone();
         partial[26] ^= 0xff; // UDP checksum as an offloading NIC leaves it
-        assert_eq!(parse_udp_ipv4(&partial).map(|d| d.payload), Some(&b"hello dhcp"[..]));
+        assert_eq!(
+            parse_udp_ipv4(&partial).map(|d| d.payload),
+            Some(&b"hello dhcp"[..])
+        );
         let mut bad = b.clone();
         bad[8] ^= 1;
         assert!(parse_udp_ipv4(&bad).is_none(), "IP header checksum");
