@@ -64,8 +64,7 @@ fn main() -> Result<()> {
             samples.entry(stage).or_default().push(since_prev);
         }
         samples.entry("total").or_default().push(times["ready"]);
-        node.powerdown()?;
-        node.wait_exit(Duration::from_secs(60))?;
+        node.power_off(Duration::from_secs(60))?;
         eprintln!(
             "run {}: ready at {} ms after kernel start",
             run + 1,
