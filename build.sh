@@ -512,13 +512,22 @@ make_initramfs() {
     INITRD=$OUT/initrd.img
     (cd "$ROOTFS" && find . -mindepth 1 | sed 's|^\./||' | sort) >"$OUT/rootfs.list"
     cpio_of <"$OUT/rootfs.list" >"$OUT/initrd.cpio"
-    # Compress the whole image and, in parallel, each component on its own (for the size report).
-    component_sizes &
-    local pid=$!
-    compress <"$OUT/initrd.cpio" >"$INITRD.tmp"
-    wait "$pid" || die "measuring the initramfs components failed"
-    mv "$INITRD.tmp" "$INITRD"
     INITRD_RAW=$(filesize "$OUT/initrd.cpio")
+    # Same archive and compressor as last time: keep the compressed image (saves ~25 s).
+    local key
+    key=$( (sha256 "$OUT/initrd.cpio" && declare -f compress) | sha256sum | cut -c1-64)
+    if [[ -s $INITRD && $(cat "$OUT/.initrd.key" 2>/dev/null) == "$key" && -s $OUT/.components.json ]]; then
+        info "initramfs unchanged since the last build: not compressed again"
+    else
+        rm -f "$OUT/.initrd.key"
+        # Compress the whole image and, in parallel, each component on its own (for the size report).
+        component_sizes &
+        local pid=$!
+        compress <"$OUT/initrd.cpio" >"$INITRD.tmp"
+        wait "$pid" || die "measuring the initramfs components failed"
+        mv "$INITRD.tmp" "$INITRD"
+        echo "$key" >"$OUT/.initrd.key"
+    fi
     rm -f "$OUT/initrd.cpio"
     info "initramfs: $(mib "$INITRD_RAW") cpio -> $(mib "$(filesize "$INITRD")") $COMPRESSION"
 }
