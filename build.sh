@@ -190,11 +190,11 @@ deb_depends() {
 build_binaries() {
     ensure_cargo
     (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --locked --target "$TARGET" -p clump-init -p clump-cli) ||
-        die "cargo build of clump-init/clump-cli failed"
+        cargo build --release --locked --target "$TARGET" -p clump-init -p clump-cli -p clump-netd) ||
+        die "cargo build of clump-init/clump-cli/clump-netd failed"
     BIN_DIR=$ROOT/target/$TARGET/release
     local b
-    for b in init clump; do
+    for b in init clump clump-netd; do
         [[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b was not built"
         if readelf -l "$BIN_DIR/$b" | grep -q 'Requesting program interpreter'; then
             die "$BIN_DIR/$b is dynamically linked (RUSTFLAGS crt-static not applied?)"
@@ -283,6 +283,7 @@ stage_rootfs() {
 
     install -m 0755 "$BIN_DIR/init" "$ROOTFS/init"
     install -m 0755 "$BIN_DIR/clump" "$ROOTFS/bin/clump"
+    install -m 0755 "$BIN_DIR/clump-netd" "$ROOTFS/bin/clump-netd"
 
     install -m 0755 "$BUSYBOX_DIR/bin/busybox" "$ROOTFS/bin/busybox"
     local applet n=0
@@ -541,7 +542,7 @@ component_sizes() {
         "modules|^lib/modules"
         "criu|^usr/sbin/criu\$|^lib/x86_64-linux-gnu|^lib64"
         "busybox|^bin/busybox\$"
-        "clump|^init\$|^bin/clump\$"
+        "clump|^init\$|^bin/clump\$|^bin/clump-netd\$"
     )
     mkdir -p "$CACHE/sizes"
     local json='{}'
