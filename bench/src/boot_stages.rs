@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use clump_lab::{Artefacts, Boot, NicModel, Node, NodeSpec};
+use clump_lab::{Artefacts, Boot, Medium, NicModel, Node, NodeSpec};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +18,10 @@ struct Args {
     /// Boot medium: kernel (direct, out/pxe), iso-bios, iso-uefi or usb.
     #[arg(long, default_value = "kernel")]
     boot: String,
+    /// Extra kernel command line (kernel medium only). By default `ready` does not wait for a
+    /// DHCP lease: the lab's isolated NIC has no server, and this measures the boot itself.
+    #[arg(long, default_value = "clump.dhcp_wait=0")]
+    cmdline: String,
 }
 
 /// The stages PID 1 logs, in order (ARCHITECTURE.md).
