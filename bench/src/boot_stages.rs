@@ -42,14 +42,18 @@ fn main() -> Result<()> {
     let mut samples: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut wall = Vec::new();
     for run in 0..args.runs {
-        let spec = NodeSpec::from_artefacts(format!("bench{run}"), boot, &Artefacts::from_env())?
+        let mut spec = NodeSpec::from_artefacts(format!("bench{run}"), boot, &Artefacts::from_env())?
             .nic(NicModel::VirtioNetPci);
+        if let Medium::Kernel { append, .. } = &mut spec.medium {
+            append.push(' ');
+            append.push_str(&args.cmdline);
+        }
         let started = Instant::now();
         let mut node = Node::start(spec)?;
-        node.wait_for_line("^clump: ready", Duration::from_secs(300))
+        node.wait_for_line("clump: ready", Duration::from_secs(300))
             .context("node did not become ready")?;
         wall.push(started.elapsed().as_millis() as u64);
-        node.wait_for_line("^clump: stage=ready", Duration::from_secs(30))?;
+        node.wait_for_line("clump: stage=ready", Duration::from_secs(30))?;
         let mut times = BTreeMap::new();
         for line in node.log_lines()? {
             if let Some(c) = stage_re.captures(line) {
