@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         "usb" => Boot::Usb,
         other => bail!("unknown boot medium {other:?}"),
     };
-    let stage_re = Regex::new(r"^clump: stage=(\w+) t=(\d+)")?;
+    let stage_re = Regex::new(r"clump: stage=(\w+) t=(\d+)")?;
     let mut samples: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut wall = Vec::new();
     for run in 0..args.runs {
