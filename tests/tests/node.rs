@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{power_off_cleanly, procs, sh, start, wait_ready, Proc, READY_FROM_KERNEL};
+use clump_e2e::{power_off_cleanly, procs, sh, start, wait_ready, Proc, POWEROFF, READY_FROM_KERNEL};
 use clump_lab::{Boot, NicModel, Node};
 use regex::Regex;
 
@@ -210,5 +210,47 @@ fn acpi_poweroff_ends_qemu_cleanly() -> Result<()> {
         "poweroff: QEMU exited {:.1} s after the power button",
         pressed.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+#[test]
+fn a_node_without_a_nic_says_so_and_still_comes_up() -> Result<()> {
+    let mut node = start("nonic", Boot::Kernel, &[])?;
+    node.wait_for_line("clump: error: no network interface found", READY_FROM_KERNEL)?;
+    let ready = wait_ready(&mut node, READY_FROM_KERNEL)?;
+    ensure!(ready.contains("iface=none"), "ready line without a NIC: {ready}");
+    // PID 1's ring buffer, as `clump log` prints it on the node.
+    let log = sh(&mut node, "clump log -n 200")?;
+    for stage in ["mounts", "coldplug", "nics", "ready"] {
+        ensure!(
+            log.contains(&format!("clump: stage={stage} t=")),
+            "`clump log` lacks stage {stage}:\n{log}"
+        );
+    }
+    ensure!(
+        log.contains("no network interface found"),
+        "`clump log` lacks the NIC error:\n{log}"
+    );
+    power_off_cleanly(&mut node)
+}
+
+#[test]
+fn ctrl_alt_del_reboots_in_order() -> Result<()> {
+    let mut node = start("cad", Boot::Kernel, &[NicModel::VirtioNetPci])?;
+    wait_ready(&mut node, READY_FROM_KERNEL)?;
+    let keys: Vec<serde_json::Value> = ["ctrl", "alt", "delete"]
+        .iter()
+        .map(|k| serde_json::json!({ "type": "qcode", "data": k }))
+        .collect();
+    node.qmp()
+        .execute("send-key", Some(serde_json::json!({ "keys": keys })))?;
+    // Ctrl-Alt-Del reaches PID 1 as SIGINT (not an immediate kernel reboot) and ends in an
+    // orderly reboot; the lab runs QEMU with -no-reboot, so QEMU then exits.
+    node.wait_for_line(r"clump: shutdown action=reboot reason=ctrl-alt-del", POWEROFF)?;
+    node.wait_for_line(r"clump: stage=shutdown", POWEROFF)?;
+    let status = node.wait_exit(POWEROFF)?;
+    ensure!(status.success(), "QEMU exit status after the reboot: {status:?}");
+    let log = node.log_lines()?.join("\n");
+    ensure!(!log.contains("Kernel panic"), "kernel panic during the reboot");
     Ok(())
 }
