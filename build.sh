@@ -168,7 +168,7 @@ extract_deb() {
     [[ -s $deb ]] || die "$deb is missing"
     dir=$EXTRACT/$(basename "$deb" .deb)
     if [[ ! -e $dir/.extracted ]]; then
-        rm -rf "$dir"
+        rm -rf "${dir:?}"
         mkdir -p "$dir"
         dpkg-deb -x "$deb" "$dir" || die "dpkg-deb -x $deb failed"
         touch "$dir/.extracted"
@@ -272,7 +272,7 @@ fetch_userland() {
 
 stage_rootfs() {
     ROOTFS=$OUT/rootfs
-    rm -rf "$ROOTFS"
+    rm -rf "${ROOTFS:?}"
     mkdir -p "$ROOTFS"
     (cd "$ROOTFS" && mkdir -p bin usr/sbin lib/x86_64-linux-gnu lib64 etc/clump proc sys dev run tmp root var)
     chmod 1777 "$ROOTFS/tmp"
@@ -298,12 +298,9 @@ stage_rootfs() {
 
     stage_criu
 
-    cat >"$ROOTFS/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-EOF
-    cat >"$ROOTFS/etc/group" <<'EOF'
-root:x:0:
-EOF
+    # The skeleton from image/rootfs: /etc/passwd and /etc/group (root only).
+    cp -R --no-preserve=ownership "$ROOT/image/rootfs/." "$ROOTFS/"
+    chmod -R u=rwX,go=rX "${ROOTFS:?}/etc"
     printf 'version=%s\nkernel=%s\n' "$CLUMP_VERSION" "$KVER" >"$ROOTFS/etc/clump/release"
 }
 
@@ -575,7 +572,7 @@ render() { # template -> stdout, with @CMDLINE@ @VERSION@ @KVER@ replaced
 
 make_iso() {
     local tree=$OUT/iso-tree
-    rm -rf "$tree"
+    rm -rf "${tree:?}"
     mkdir -p "$tree/boot/grub"
     cp "$KERNEL_IMAGE" "$tree/boot/vmlinuz"
     cp "$INITRD" "$tree/boot/initrd.img"
@@ -585,14 +582,56 @@ make_iso() {
     grub-mkrescue --compress=xz \
         --install-modules="linux normal iso9660 search search_label search_fs_uuid search_fs_file part_msdos part_gpt fat all_video gfxterm echo test configfile" \
         --locales="" --fonts="" --themes="" \
-        -o "$OUT/clump.iso.tmp" "$tree" -- -volid "$VOLID" >"$OUT/grub-mkrescue.log" 2>&1 ||
+        -o "$OUT/grub-mkrescue.iso" "$tree" -- -volid "$VOLID" >"$OUT/grub-mkrescue.log" 2>&1 ||
         {
             cat "$OUT/grub-mkrescue.log" >&2
             die "grub-mkrescue failed"
         }
+    rm -rf "${tree:?}"
+    remaster_iso "$OUT/grub-mkrescue.iso" "$OUT/clump.iso.tmp"
     mv "$OUT/clump.iso.tmp" "$OUT/clump.iso"
-    rm -rf "$tree"
+    rm -f "$OUT/grub-mkrescue.iso"
     info "clump.iso: $(mib "$(filesize "$OUT/clump.iso")")"
+}
+
+# grub-mkrescue puts its UEFI GRUB (~0.2 MB) into a fixed 2.88 MB FAT image (El Torito UEFI entry and
+# GPT EFI partition) and adds Apple boot files. Re-master its ISO with the same GRUB and boot records
+# but a FAT image just large enough: 2.7 MB smaller. The modification date is kept: GRUB's EFI image
+# finds the ISO by it (search --fs-uuid).
+remaster_iso() {
+    local in=$1 out=$2 dir=$OUT/iso-master moddate kb units
+    rm -rf "${dir:?}"
+    mkdir -p "$dir"
+    xorriso -osirrox on -indev "$in" -extract / "$dir/tree" >"$dir/extract.log" 2>&1 ||
+        die "cannot extract $in (see $dir/extract.log)"
+    chmod -R u+w "$dir/tree"
+    moddate=$(xorriso -indev "$in" -report_el_torito as_mkisofs 2>/dev/null |
+        sed -n "s/^--modification-date='\([0-9]*\)'\$/\1/p")
+    [[ -n $moddate ]] || die "cannot read the modification date of $in"
+    mcopy -n -i "$dir/tree/efi.img" ::/efi/boot/bootx64.efi "$dir/bootx64.efi" ||
+        die "no /efi/boot/bootx64.efi in grub-mkrescue's efi.img"
+    # FAT12 image: the loader rounded up to 32 KiB units, plus 64 KiB for the file system itself.
+    units=$((($(filesize "$dir/bootx64.efi") + 32767) / 32768))
+    kb=$((units * 32 + 64))
+    if ! mformat -i "$dir/efi.img" -C -T $((kb * 2)) -h 2 -s 32 -L 16 :: ||
+        ! mmd -i "$dir/efi.img" ::/efi ::/efi/boot ||
+        ! mcopy -i "$dir/efi.img" "$dir/bootx64.efi" ::/efi/boot/bootx64.efi; then
+        die "cannot build the UEFI boot image with mtools"
+    fi
+    mv "$dir/efi.img" "$dir/tree/efi.img"
+    rm -rf "$dir/tree/System" "$dir/tree/mach_kernel" "$dir/tree/boot.catalog"
+    # The options grub-mkrescue gives xorriso (xorriso -report_el_torito as_mkisofs), less HFS+/APM.
+    xorriso -as mkisofs -o "$out" -r -V "$VOLID" --modification-date="$moddate" \
+        --grub2-mbr /usr/lib/grub/i386-pc/boot_hybrid.img --protective-msdos-label \
+        -partition_cyl_align off -partition_offset 0 -partition_hd_cyl 64 -partition_sec_hd 32 \
+        -efi-boot-part --efi-boot-image -c /boot.catalog \
+        -b /boot/grub/i386-pc/eltorito.img -no-emul-boot -boot-load-size 4 -boot-info-table --grub2-boot-info \
+        -eltorito-alt-boot -e /efi.img -no-emul-boot \
+        "$dir/tree" >"$dir/xorriso.log" 2>&1 || {
+        cat "$dir/xorriso.log" >&2
+        die "xorriso failed to re-master the ISO"
+    }
+    rm -rf "${dir:?}"
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -600,7 +639,7 @@ make_iso() {
 
 make_pxe() {
     local pxe=$OUT/pxe
-    rm -rf "$pxe"
+    rm -rf "${pxe:?}"
     mkdir -p "$pxe/pxelinux.cfg"
     cp "$KERNEL_IMAGE" "$pxe/vmlinuz"
     cp "$INITRD" "$pxe/initrd.img"
@@ -740,16 +779,16 @@ cmd_clean() {
     "") ;;
     --all)
         log "removing the download cache $CACHE"
-        rm -rf "$CACHE"
+        rm -rf "${CACHE:?}"
         ;;
     *) die "clean takes no option but --all" ;;
     esac
     log "removing $OUT"
-    rm -rf "$OUT"
+    rm -rf "${OUT:?}"
 }
 
 unpack_source() { # tarball dir
-    rm -rf "$2"
+    rm -rf "${2:?}"
     mkdir -p "$2"
     tar -C "$2" -xf "$1" || die "cannot unpack $1"
     touch "$2/.unpacked"
@@ -800,7 +839,7 @@ cmd_kernel() {
     log "make bzImage modules -j$(nproc) (hours on 2 cores)"
     make -C "$tree" -j"$(nproc)" bzImage modules || die "kernel build failed"
     kver=$(make -C "$tree" -s kernelrelease)
-    rm -rf "$dest"
+    rm -rf "${dest:?}"
     mkdir -p "$dest/root"
     make -C "$tree" -s INSTALL_MOD_PATH="$dest/root" INSTALL_MOD_STRIP=1 modules_install ||
         die "modules_install failed"
