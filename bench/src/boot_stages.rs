@@ -20,7 +20,7 @@ struct Args {
     boot: String,
     /// Extra kernel command line (kernel medium only). By default `ready` does not wait for a
     /// DHCP lease: the lab's isolated NIC has no server, and this measures the boot itself.
-    #[arg(long, default_value = "clump.dhcp_wait=0")]
+    #[arg(long, default_value = "clump.addr_wait=0")]
     cmdline: String,
 }
 

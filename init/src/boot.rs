@@ -66,7 +66,7 @@ pub fn run(signals: Signals) -> ! {
         .into_iter()
         .map(|n| n.name)
         .collect();
-    let ready = Readiness::new(chosen, clock::since_boot(), netd.then_some(cfg.dhcp_wait));
+    let ready = Readiness::new(chosen, clock::since_boot(), netd.then_some(cfg.addr_wait));
     Node {
         signals,
         hw,

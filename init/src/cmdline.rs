@@ -16,8 +16,9 @@ pub struct Config {
     pub blacklist: Vec<String>,
     /// The interface to use (`clump.iface=eth1`); default: the first with carrier.
     pub iface: Option<String>,
-    /// How long `ready` waits for a DHCP lease (`clump.dhcp_wait=<ms>`).
-    pub dhcp_wait: Duration,
+    /// How long `ready` waits for an address, from DHCP or link-local (`clump.addr_wait=<ms>`):
+    /// clump-netd claims a link-local address after 10 s without a server, ~7 s of probing later.
+    pub addr_wait: Duration,
     /// Serial consoles named by `console=ttyS0,115200`, without the options.
     pub serial_consoles: Vec<String>,
     /// Every `clump.*` option as given, for the services that read their own.
@@ -32,7 +33,7 @@ impl Default for Config {
             modules: Vec::new(),
             blacklist: Vec::new(),
             iface: None,
-            dhcp_wait: Duration::from_millis(10_000),
+            addr_wait: Duration::from_millis(20_000),
             serial_consoles: Vec::new(),
             options: BTreeMap::new(),
         }
@@ -88,10 +89,10 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
             "clump.modules" => cfg.modules.extend(list(value)),
             "clump.blacklist" => cfg.blacklist.extend(list(value)),
             "clump.iface" if !value.is_empty() => cfg.iface = Some(value.to_string()),
-            "clump.dhcp_wait" => match value.parse::<u64>() {
-                Ok(ms) if ms <= 600_000 => cfg.dhcp_wait = Duration::from_millis(ms),
+            "clump.addr_wait" => match value.parse::<u64>() {
+                Ok(ms) if ms <= 600_000 => cfg.addr_wait = Duration::from_millis(ms),
                 _ => warnings.push(format!(
-                    "clump.dhcp_wait={value:?}: expected milliseconds (0-600000)"
+                    "clump.addr_wait={value:?}: expected milliseconds (0-600000)"
                 )),
             },
             _ if SERVICE_OPTIONS.contains(&key) => {}
@@ -149,7 +150,7 @@ mod tests {
     #[test]
     fn clump_options() {
         let (cfg, w) = parse(
-            "clump.shell=off clump.carrier_wait=2500 clump.modules=e1000,,tun clump.blacklist=bochs modprobe.blacklist=nouveau clump.iface=eth1 clump.dhcp_wait=3000 clump.key=\"a b\"",
+            "clump.shell=off clump.carrier_wait=2500 clump.modules=e1000,,tun clump.blacklist=bochs modprobe.blacklist=nouveau clump.iface=eth1 clump.addr_wait=3000 clump.key=\"a b\"",
         );
         assert!(w.is_empty(), "{w:?}");
         assert!(!cfg.shell);
@@ -157,7 +158,7 @@ mod tests {
         assert_eq!(cfg.modules, ["e1000", "tun"]);
         assert_eq!(cfg.blacklist, ["bochs", "nouveau"]);
         assert_eq!(cfg.iface.as_deref(), Some("eth1"));
-        assert_eq!(cfg.dhcp_wait, Duration::from_secs(3));
+        assert_eq!(cfg.addr_wait, Duration::from_secs(3));
         assert_eq!(cfg.options.get("clump.key").map(String::as_str), Some("a b"));
     }
 

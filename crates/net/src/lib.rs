@@ -2,6 +2,7 @@
 
 pub mod dhcp;
 pub mod frame;
+pub mod ipv4ll;
 pub mod nic;
 pub mod packet;
 pub mod rtnl;

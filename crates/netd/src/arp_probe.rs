@@ -26,6 +26,39 @@ pub fn send_probe(sock: &PacketSocket, mac: [u8; 6], target: Ipv4Addr) -> std::i
     sock.send_to(&probe_packet(mac, target), BROADCAST_MAC)
 }
 
+/// An announcement (RFC 5227 2.3): sender and target IP both `addr`.
+pub fn announce_packet(mac: [u8; 6], addr: Ipv4Addr) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: addr,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: addr,
+    };
+    let mut buf = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut ArpPacket::new_unchecked(&mut buf));
+    buf
+}
+
+/// The addresses in an ARP packet, for link-local conflict detection.
+pub fn parse(packet: &[u8]) -> Option<clump_net::ipv4ll::ArpSeen> {
+    let pkt = ArpPacket::new_checked(packet).ok()?;
+    let ArpRepr::EthernetIpv4 {
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = ArpRepr::parse(&pkt).ok()?
+    else {
+        return None;
+    };
+    Some(clump_net::ipv4ll::ArpSeen {
+        sender_mac: source_hardware_addr.0,
+        sender_ip: source_protocol_addr,
+        target_ip: target_protocol_addr,
+    })
+}
+
 /// True when an ARP packet shows another host using `target`: a reply or request from it, or
 /// another host's probe for it (RFC 5227 2.1.1).
 pub fn conflicts(packet: &[u8], own_mac: [u8; 6], target: Ipv4Addr) -> bool {

@@ -3,6 +3,7 @@
 use crate::arp_probe;
 use crate::state_file::{self, LeaseFile};
 use clump_net::dhcp::{Action, Client, ClientConfig, Dest, Lease, CLIENT_PORT, SERVER_PORT};
+use clump_net::ipv4ll::{self as ll, LinkLocal};
 use clump_net::packet::{PacketSocket, BROADCAST_MAC};
 use clump_net::{frame, Nic, Rtnl};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -31,6 +32,8 @@ pub struct Link {
     udp: Option<UdpSocket>,
     probe: Option<Probe>,
     pub bound: Option<Lease>,
+    /// RFC 3927 fallback, started by the service when no server answered in time.
+    pub link_local: LinkLocal,
 }
 
 /// What a link reports to the service loop.
@@ -68,6 +71,7 @@ impl Link {
             udp: None,
             probe: None,
             bound: None,
+            link_local: LinkLocal::new(mac, seed.rotate_left(17)),
         })
     }
 
@@ -81,7 +85,10 @@ impl Link {
 
     pub fn deadline(&self) -> Option<Duration> {
         let probe = self.probe.as_ref().map(|p| p.next);
-        [self.client.deadline(), probe].into_iter().flatten().min()
+        [self.client.deadline(), probe, self.link_local.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Advances timers, reads every socket, applies what the client decided.
@@ -96,7 +103,11 @@ impl Link {
                 }
             }
         }
+        let mut ll_actions = self.link_local.tick(now);
         while let Ok(Some(packet)) = self.arp.recv(&mut buf) {
+            if let Some(seen) = arp_probe::parse(packet) {
+                ll_actions.extend(self.link_local.arp(now, seen));
+            }
             if let Some(p) = &self.probe {
                 if arp_probe::conflicts(packet, self.mac, p.address) {
                     tracing::warn!(iface = %self.nic.name, address = %p.address, "offered address is in use: declining");
@@ -109,7 +120,48 @@ impl Link {
             // Replies are read from the packet socket; this only keeps the queue empty.
             while u.recv(&mut buf).is_ok() {}
         }
-        self.apply(actions, now, rtnl, paths)
+        let mut out = self.apply(actions, now, rtnl, paths);
+        out.extend(self.apply_link_local(ll_actions, rtnl, paths));
+        out
+    }
+
+    /// Carries out what the link-local state machine decided.
+    pub fn apply_link_local(
+        &mut self,
+        actions: Vec<ll::Action>,
+        rtnl: &mut Rtnl,
+        paths: &Paths,
+    ) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for action in actions {
+            let result = match action {
+                ll::Action::Probe(a) => arp_probe::send_probe(&self.arp, self.mac, a),
+                ll::Action::Announce(a) => self
+                    .arp
+                    .send_to(&arp_probe::announce_packet(self.mac, a), BROADCAST_MAC),
+                ll::Action::Configure(a) => {
+                    let r =
+                        rtnl.replace_address(self.nic.index, a, ll::PREFIX_LEN, Some(ll::BROADCAST), None);
+                    if r.is_ok() {
+                        tracing::info!(iface = %self.nic.name, addr = %format!("{a}/{}", ll::PREFIX_LEN), "link-local address");
+                        if self.bound.is_none() {
+                            self.write_state(paths, "bound");
+                            out.push(Outcome::Bound);
+                        }
+                    }
+                    r.map_err(std::io::Error::other)
+                }
+                ll::Action::Deconfigure(a) => {
+                    tracing::info!(iface = %self.nic.name, addr = %a, "link-local address given up");
+                    rtnl.delete_address(self.nic.index, a, ll::PREFIX_LEN)
+                        .map_err(std::io::Error::other)
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(iface = %self.nic.name, action = ?action, error = %e, "link-local step failed");
+            }
+        }
+        out
     }
 
     fn probe_step(&mut self, now: Duration) -> Vec<Action> {
@@ -228,6 +280,11 @@ impl Link {
             }
         }
         self.bound = Some(lease.clone());
+        let ll_stop = self.link_local.stop();
+        if !ll_stop.is_empty() {
+            tracing::info!(iface = %self.nic.name, "DHCP lease replaces the link-local address");
+            self.apply_link_local(ll_stop, rtnl, paths);
+        }
         tracing::info!(
             iface = %self.nic.name,
             addr = %format!("{}/{}", lease.address, lease.prefix_len),
@@ -243,13 +300,22 @@ impl Link {
     }
 
     fn write_state(&self, paths: &Paths, state: &str) {
+        let (via, lease) = match (&self.bound, self.link_local.address()) {
+            (Some(l), _) => ("dhcp", serde_json::to_value(l).ok()),
+            (None, Some(a)) => (
+                "link-local",
+                Some(serde_json::json!({ "address": a, "prefix_len": ll::PREFIX_LEN })),
+            ),
+            (None, None) => ("dhcp", None),
+        };
+        let state = if lease.is_some() { state } else { "unbound" };
         let file = LeaseFile {
             iface: &self.nic.name,
             driver: &self.nic.driver,
             mac: &self.nic.mac,
-            via: "dhcp",
+            via,
             state,
-            lease: self.bound.as_ref(),
+            lease,
             written_at: crate::since_boot().as_secs(),
             dropped: self.client.counters(),
         };
@@ -262,6 +328,8 @@ impl Link {
     pub fn release(&mut self, now: Duration, rtnl: &mut Rtnl, paths: &Paths) {
         let actions = self.client.release();
         self.apply(actions, now, rtnl, paths);
+        let ll = self.link_local.stop();
+        self.apply_link_local(ll, rtnl, paths);
     }
 }
 

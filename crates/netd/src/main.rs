@@ -29,6 +29,10 @@ struct Args {
     /// Hostname sent to the server (option 12).
     #[arg(long)]
     hostname: Option<String>,
+    /// Seconds without a DHCP lease before also claiming a link-local address (RFC 3927);
+    /// 0 turns the fallback off. DHCP keeps trying either way.
+    #[arg(long, default_value_t = 10)]
+    link_local_after: u64,
 }
 
 pub fn since_boot() -> Duration {
@@ -84,8 +88,21 @@ fn main() -> Result<()> {
     };
     tracing::info!(ifaces = %links.iter().map(|l| l.nic.name.as_str()).collect::<Vec<_>>().join(","), "dhcp started");
 
+    let started = since_boot();
+    let fallback = (args.link_local_after > 0).then(|| started + Duration::from_secs(args.link_local_after));
     loop {
         let now = since_boot();
+        // No server answered in time: claim a link-local address on the first NIC, so nodes on a
+        // bare switch still find each other; a lease that comes later replaces it.
+        if let Some(at) = fallback {
+            let any_address = links
+                .iter()
+                .any(|l| l.bound.is_some() || l.link_local.is_running());
+            if now >= at && !any_address {
+                tracing::info!(iface = %links[0].nic.name, "no DHCP server answered: claiming a link-local address");
+                links[0].link_local.start(now);
+            }
+        }
         let mut chosen = None;
         for (i, l) in links.iter_mut().enumerate() {
             if l.turn(now, &mut rtnl, &paths).contains(&Outcome::Bound) && chosen.is_none() {

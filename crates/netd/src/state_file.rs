@@ -1,6 +1,6 @@
 //! `/run/clump/lease.json` and `/etc/resolv.conf`: what the node's other services and people read.
 
-use clump_net::dhcp::{Counters, Lease};
+use clump_net::dhcp::Counters;
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -12,7 +12,8 @@ pub struct LeaseFile<'a> {
     pub mac: &'a str,
     pub via: &'a str,
     pub state: &'a str,
-    pub lease: Option<&'a Lease>,
+    /// `address` and `prefix_len` always; the DHCP lease's other fields when `via` is dhcp.
+    pub lease: Option<serde_json::Value>,
     /// Seconds since boot when this was written.
     pub written_at: u64,
     pub dropped: Counters,
@@ -31,7 +32,7 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-pub fn write_resolv_conf(path: &Path, lease: &Lease) -> std::io::Result<()> {
+pub fn write_resolv_conf(path: &Path, lease: &clump_net::dhcp::Lease) -> std::io::Result<()> {
     let mut text = String::from("# written by clump-netd from the DHCP lease\n");
     if let Some(domain) = &lease.domain {
         text.push_str(&format!("search {domain}\n"));

@@ -10,10 +10,10 @@ const SERVER_IP: &str = "10.77.0.1";
 
 struct Lab {
     server_ns: String,
-    client_ns: String,
+    clients: Vec<String>,
     dir: tempfile::TempDir,
-    dnsmasq: Child,
-    netd: Option<Child>,
+    dnsmasq: Option<Child>,
+    netd: Vec<Option<Child>>,
 }
 
 fn ip(args: &[&str]) {
@@ -25,106 +25,137 @@ fn ip(args: &[&str]) {
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    /// A bridge in a server namespace and `clients` client namespaces on it; dnsmasq runs on the
+    /// bridge if `dhcp`.
+    fn new(tag: &str, clients: usize, dhcp: bool) -> Lab {
         assert!(
             rustix::process::geteuid().is_root(),
             "these tests create network namespaces: run as root"
         );
         let id = format!("{}{}", std::process::id() % 100_000, tag);
-        let (server_ns, client_ns) = (format!("clump-t-srv{id}"), format!("clump-t-cli{id}"));
+        let server_ns = format!("clump-t-srv{id}");
         ip(&["netns", "add", &server_ns]);
-        ip(&["netns", "add", &client_ns]);
-        let (vs, vc) = (format!("vs{id}"), format!("vc{id}"));
-        ip(&["link", "add", &vs, "type", "veth", "peer", "name", &vc]);
-        ip(&["link", "set", &vs, "netns", &server_ns, "name", "vs"]);
-        ip(&["link", "set", &vc, "netns", &client_ns, "name", "vc"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut lab = Lab {
+            server_ns,
+            clients: Vec::new(),
+            dir,
+            dnsmasq: None,
+            netd: Vec::new(),
+        };
+        let srv = lab.server_ns.clone();
+        ip(&["-n", &srv, "link", "add", "br0", "type", "bridge"]);
         ip(&[
             "-n",
-            &server_ns,
+            &srv,
             "addr",
             "add",
             &format!("{SERVER_IP}/24"),
             "dev",
-            "vs",
+            "br0",
         ]);
-        ip(&["-n", &server_ns, "link", "set", "vs", "up"]);
-        ip(&["-n", &client_ns, "link", "set", "vc", "up"]);
-        ip(&["-n", &client_ns, "link", "set", "lo", "up"]);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let dnsmasq = Command::new("ip")
+        ip(&["-n", &srv, "link", "set", "br0", "up"]);
+        for i in 0..clients {
+            let ns = format!("clump-t-cli{id}{i}");
+            ip(&["netns", "add", &ns]);
+            lab.clients.push(ns.clone());
+            lab.netd.push(None);
+            let (vs, vc) = (format!("vs{id}{i}"), format!("vc{id}{i}"));
+            ip(&["link", "add", &vs, "type", "veth", "peer", "name", &vc]);
+            ip(&["link", "set", &vs, "netns", &srv]);
+            ip(&["-n", &srv, "link", "set", &vs, "master", "br0", "up"]);
+            ip(&["link", "set", &vc, "netns", &ns, "name", "vc"]);
+            ip(&["-n", &ns, "link", "set", "vc", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        if dhcp {
+            lab.start_dnsmasq();
+        }
+        lab
+    }
+
+    fn start_dnsmasq(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("dnsmasq.log"))
+            .expect("log file");
+        let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &server_ns,
+                &self.server_ns,
                 "dnsmasq",
                 "--no-daemon",
                 "--conf-file=/dev/null",
-                "--interface=vs",
             ])
-            .args([
-                "--bind-interfaces",
-                "--port=0",
-                "--dhcp-range=10.77.0.50,10.77.0.99,2m",
-                "--log-dhcp",
-            ])
+            .args(["--interface=br0", "--bind-interfaces", "--port=0"])
+            .args(["--dhcp-range=10.77.0.50,10.77.0.99,2m", "--log-dhcp"])
             .arg(format!(
                 "--dhcp-leasefile={}",
-                dir.path().join("dnsmasq.leases").display()
+                self.path("dnsmasq.leases").display()
             ))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("dnsmasq.log")).expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("dnsmasq not found: install dnsmasq-base");
-        let lab = Lab {
-            server_ns,
-            client_ns,
-            dir,
-            dnsmasq,
-            netd: None,
-        };
-        lab.wait_for("dnsmasq listening", Duration::from_secs(10), || {
-            lab.dnsmasq_log().contains("DHCP, IP range")
+        self.dnsmasq = Some(child);
+        self.wait_for("dnsmasq listening", Duration::from_secs(10), || {
+            self.dnsmasq_log().contains("DHCP, sockets bound")
         });
-        lab
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn start_netd(&mut self) {
+    fn start_netd(&mut self, client: usize, extra: &[&str]) {
         let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &self.client_ns,
+                &self.clients[client],
                 env!("CARGO_BIN_EXE_clump-netd"),
                 "--iface",
                 "vc",
             ])
             .arg("--lease-file")
-            .arg(self.path("lease.json"))
+            .arg(self.path(&format!("lease{client}.json")))
             .arg("--resolv-conf")
-            .arg(self.path("resolv.conf"))
+            .arg(self.path(&format!("resolv{client}.conf")))
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("netd.log")).expect("log file"))
+            .stderr(std::fs::File::create(self.path(&format!("netd{client}.log"))).expect("log file"))
             .spawn()
             .expect("cannot start clump-netd");
-        self.netd = Some(child);
+        self.netd[client] = Some(child);
     }
 
     fn dnsmasq_log(&self) -> String {
         std::fs::read_to_string(self.path("dnsmasq.log")).unwrap_or_default()
     }
 
-    fn lease(&self) -> Option<serde_json::Value> {
-        serde_json::from_str(&std::fs::read_to_string(self.path("lease.json")).ok()?).ok()
+    fn netd_log(&self, client: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("netd{client}.log"))).unwrap_or_default()
     }
 
-    /// The IPv4 address on the client's interface, as the kernel reports it.
-    fn client_address(&self) -> Option<String> {
+    fn lease(&self, client: usize) -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(self.path(&format!("lease{client}.json"))).ok()?).ok()
+    }
+
+    /// The IPv4 address on a client's interface, as the kernel reports it.
+    fn client_address(&self, client: usize) -> Option<String> {
         let out = Command::new("ip")
-            .args(["-n", &self.client_ns, "-4", "-o", "addr", "show", "dev", "vc"])
+            .args([
+                "-n",
+                &self.clients[client],
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "vc",
+            ])
             .output();
         let text = String::from_utf8_lossy(&out.expect("ip").stdout).into_owned();
         text.split_whitespace()
@@ -138,16 +169,19 @@ impl Lab {
         while !ok() {
             assert!(
                 Instant::now() < end,
-                "timed out waiting for {what}\n--- netd log:\n{}\n--- dnsmasq log:\n{}",
-                std::fs::read_to_string(self.path("netd.log")).unwrap_or_default(),
+                "timed out waiting for {what}\n--- netd logs:\n{}\n--- dnsmasq log:\n{}",
+                (0..self.clients.len())
+                    .map(|i| self.netd_log(i))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 self.dnsmasq_log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    fn stop_netd(&mut self) -> std::process::ExitStatus {
-        let mut child = self.netd.take().expect("netd running");
+    fn stop_netd(&mut self, client: usize) -> std::process::ExitStatus {
+        let mut child = self.netd[client].take().expect("netd running");
         // `ip netns exec` execs the program, so the child is clump-netd itself.
         let pid = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal netd");
@@ -160,17 +194,36 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Sends one UDP datagram from client `from` to `to_addr` and returns what client `to` got.
+    fn udp_reaches(&self, from: usize, to: usize, to_addr: &str) -> bool {
+        let listener = Command::new("ip")
+            .args(["netns", "exec", &self.clients[to], "python3", "-c"])
+            .arg("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('',9999));s.settimeout(8);print(s.recvfrom(64)[0].decode())")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.clients[from], "python3", "-c"])
+            .arg(format!("import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);[s.sendto(b'hello-clump',('{to_addr}',9999)) for _ in range(3)]"))
+            .status();
+        let out = listener.wait_with_output().expect("listener");
+        String::from_utf8_lossy(&out.stdout).contains("hello-clump")
+    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut n) = self.netd.take() {
+        for mut n in self.netd.iter_mut().filter_map(Option::take) {
             let _ = n.kill();
             let _ = n.wait();
         }
-        let _ = self.dnsmasq.kill();
-        let _ = self.dnsmasq.wait();
-        for ns in [&self.server_ns, &self.client_ns] {
+        if let Some(mut d) = self.dnsmasq.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for ns in self.clients.iter().chain([&self.server_ns]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -183,15 +236,15 @@ fn leased_address(lease: &serde_json::Value) -> String {
 
 #[test]
 fn gets_the_address_dnsmasq_gives_and_releases_it_on_sigterm() {
-    let mut lab = Lab::new("a");
-    lab.start_netd();
+    let mut lab = Lab::new("a", 1, true);
+    lab.start_netd(0, &[]);
     lab.wait_for("a bound lease", Duration::from_secs(30), || {
-        lab.lease().is_some_and(|l| l["state"] == "bound")
+        lab.lease(0).is_some_and(|l| l["state"] == "bound")
     });
-    let lease = lab.lease().unwrap();
+    let lease = lab.lease(0).unwrap();
     let address = leased_address(&lease);
     assert_eq!(
-        lab.client_address().as_ref(),
+        lab.client_address(0).as_ref(),
         Some(&address),
         "the kernel has the leased address"
     );
@@ -201,33 +254,33 @@ fn gets_the_address_dnsmasq_gives_and_releases_it_on_sigterm() {
         leases.contains(&ip_only),
         "dnsmasq's lease file names {ip_only}: {leases}"
     );
-    assert!(lab.dnsmasq_log().contains(&format!("DHCPACK(vs) {ip_only}")));
+    assert!(lab.dnsmasq_log().contains(&format!("DHCPACK(br0) {ip_only}")));
     assert_eq!(lease["lease"]["router"], SERVER_IP);
     let routes = Command::new("ip")
-        .args(["-n", &lab.client_ns, "route"])
+        .args(["-n", &lab.clients[0], "route"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&routes.stdout).contains(&format!("default via {SERVER_IP} dev vc")));
 
-    let status = lab.stop_netd();
+    let status = lab.stop_netd(0);
     assert!(status.success(), "clump-netd exits cleanly: {status:?}");
-    assert!(lab.client_address().is_none(), "the address is removed");
-    assert!(lab.dnsmasq_log().contains(&format!("DHCPRELEASE(vs) {ip_only}")));
-    assert_eq!(lab.lease().unwrap()["state"], "unbound");
+    assert!(lab.client_address(0).is_none(), "the address is removed");
+    assert!(lab.dnsmasq_log().contains(&format!("DHCPRELEASE(br0) {ip_only}")));
+    assert_eq!(lab.lease(0).unwrap()["state"], "unbound");
 }
 
 #[test]
 fn renews_a_short_lease_at_t1_without_losing_the_address() {
-    let mut lab = Lab::new("b");
-    lab.start_netd();
+    let mut lab = Lab::new("b", 1, true);
+    lab.start_netd(0, &[]);
     lab.wait_for("a bound lease", Duration::from_secs(30), || {
-        lab.lease().is_some_and(|l| l["state"] == "bound")
+        lab.lease(0).is_some_and(|l| l["state"] == "bound")
     });
-    let address = leased_address(&lab.lease().unwrap());
+    let address = leased_address(&lab.lease(0).unwrap());
     let ip_only = address.split('/').next().unwrap().to_string();
     // dnsmasq's shortest lease is 2 minutes: T1 comes after 60 s. Check the address every second.
     let end = Instant::now() + Duration::from_secs(80);
-    let acks = |log: &str| log.matches(&format!("DHCPACK(vs) {ip_only}")).count();
+    let acks = |log: &str| log.matches(&format!("DHCPACK(br0) {ip_only}")).count();
     while acks(&lab.dnsmasq_log()) < 2 {
         assert!(
             Instant::now() < end,
@@ -235,7 +288,7 @@ fn renews_a_short_lease_at_t1_without_losing_the_address() {
             lab.dnsmasq_log()
         );
         assert_eq!(
-            lab.client_address().as_ref(),
+            lab.client_address(0).as_ref(),
             Some(&address),
             "address kept while renewing"
         );
@@ -246,9 +299,52 @@ fn renews_a_short_lease_at_t1_without_losing_the_address() {
             || lab.dnsmasq_log().matches("DHCPDISCOVER").count() == 1
     );
     lab.wait_for("the renewed lease on file", Duration::from_secs(5), || {
-        std::fs::read_to_string(lab.path("netd.log"))
-            .unwrap_or_default()
-            .contains("renewed=true")
+        lab.netd_log(0).contains("renewed=true")
     });
-    assert_eq!(lab.client_address(), Some(address));
+    assert_eq!(lab.client_address(0), Some(address));
+}
+
+#[test]
+fn without_a_server_nodes_take_link_local_addresses_then_move_to_dhcp() {
+    let mut lab = Lab::new("c", 2, false);
+    lab.start_netd(0, &["--link-local-after", "2"]);
+    lab.start_netd(1, &["--link-local-after", "2"]);
+    for c in 0..2 {
+        lab.wait_for("a link-local address", Duration::from_secs(30), || {
+            lab.lease(c)
+                .is_some_and(|l| l["state"] == "bound" && l["via"] == "link-local")
+        });
+    }
+    let a0 = lab.client_address(0).expect("client 0 has an address");
+    let a1 = lab.client_address(1).expect("client 1 has an address");
+    for a in [&a0, &a1] {
+        assert!(
+            a.starts_with("169.254.") && a.ends_with("/16"),
+            "link-local address: {a}"
+        );
+    }
+    assert_ne!(a0, a1, "two nodes, two addresses");
+    let ip1 = a1.split('/').next().unwrap().to_string();
+    assert!(
+        lab.udp_reaches(0, 1, &ip1),
+        "node 0 reaches node 1 at {ip1} over link-local"
+    );
+
+    // A server appears: DHCP, which kept trying, takes over and the link-local address goes.
+    lab.start_dnsmasq();
+    for c in 0..2 {
+        lab.wait_for(
+            "a DHCP lease after the server came",
+            Duration::from_secs(60),
+            || {
+                lab.lease(c)
+                    .is_some_and(|l| l["state"] == "bound" && l["via"] == "dhcp")
+            },
+        );
+        let addr = lab.client_address(c).expect("address");
+        assert!(
+            addr.starts_with("10.77.0."),
+            "client {c} moved to the leased address: {addr}"
+        );
+    }
 }
