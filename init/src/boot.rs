@@ -44,7 +44,7 @@ pub fn run(signals: Signals) -> ! {
     hw.coldplug(&cfg.modules);
     log::stage("coldplug");
 
-    let chosen = network::bring_up(cfg.carrier_wait, cfg.iface.as_deref());
+    let chosen = network::bring_up(cfg.carrier_wait, cfg.iface.as_deref(), cfg.boot_mac.as_deref());
     log::stage("nics");
 
     let mut supervisor = Supervisor::default();
@@ -52,7 +52,13 @@ pub fn run(signals: Signals) -> ! {
     let now = clock::since_boot();
     let netd = chosen.is_some() && std::path::Path::new(services::NETD).exists();
     if netd {
-        supervisor.add(services::netd(cfg.iface.as_deref()), now);
+        // A NIC that was named, or that network-booted the node, is the one to use; otherwise
+        // DHCP runs on every NIC with carrier and the first lease wins.
+        let iface = chosen
+            .as_ref()
+            .filter(|_| cfg.iface.is_some() || cfg.boot_mac.is_some())
+            .map(|c| c.nic.name.as_str());
+        supervisor.add(services::netd(iface, cfg.static_ip.as_deref()), now);
     } else if chosen.is_some() {
         tracing::warn!("this image has no network service: no address");
     }

@@ -19,6 +19,11 @@ pub struct Config {
     /// How long `ready` waits for an address, from DHCP or link-local (`clump.addr_wait=<ms>`):
     /// clump-netd claims a link-local address after 10 s without a server, ~7 s of probing later.
     pub addr_wait: Duration,
+    /// The MAC of the NIC that network-booted the node (`BOOTIF=01-aa-bb-cc-dd-ee-ff`, set by
+    /// iPXE and pxelinux), lower case with colons.
+    pub boot_mac: Option<String>,
+    /// A static address instead of DHCP (`clump.ip=10.0.0.7/24[,gateway]`), as given.
+    pub static_ip: Option<String>,
     /// Serial consoles named by `console=ttyS0,115200`, without the options.
     pub serial_consoles: Vec<String>,
     /// Every `clump.*` option as given, for the services that read their own.
@@ -33,6 +38,8 @@ impl Default for Config {
             modules: Vec::new(),
             blacklist: Vec::new(),
             iface: None,
+            boot_mac: None,
+            static_ip: None,
             addr_wait: Duration::from_millis(20_000),
             serial_consoles: Vec::new(),
             options: BTreeMap::new(),
@@ -66,6 +73,13 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
                 }
                 continue;
             }
+            "BOOTIF" => {
+                match boot_mac(value) {
+                    Some(mac) => cfg.boot_mac = Some(mac),
+                    None => warnings.push(format!("BOOTIF={value:?}: expected 01-aa-bb-cc-dd-ee-ff")),
+                }
+                continue;
+            }
             "modprobe.blacklist" => {
                 cfg.blacklist.extend(list(value));
                 continue;
@@ -89,6 +103,7 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
             "clump.modules" => cfg.modules.extend(list(value)),
             "clump.blacklist" => cfg.blacklist.extend(list(value)),
             "clump.iface" if !value.is_empty() => cfg.iface = Some(value.to_string()),
+            "clump.ip" if !value.is_empty() => cfg.static_ip = Some(value.to_string()),
             "clump.addr_wait" => match value.parse::<u64>() {
                 Ok(ms) if ms <= 600_000 => cfg.addr_wait = Duration::from_millis(ms),
                 _ => warnings.push(format!(
@@ -100,6 +115,17 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
         }
     }
     (cfg, warnings)
+}
+
+/// `01-52-54-00-12-34-56` (ARP hardware type 1, then the MAC) to `52:54:00:12:34:56`.
+fn boot_mac(value: &str) -> Option<String> {
+    let rest = value.strip_prefix("01-")?;
+    let bytes: Vec<&str> = rest.split('-').collect();
+    let ok = bytes.len() == 6
+        && bytes
+            .iter()
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+    ok.then(|| bytes.join(":").to_ascii_lowercase())
 }
 
 fn list(value: &str) -> impl Iterator<Item = String> + '_ {
@@ -160,6 +186,22 @@ mod tests {
         assert_eq!(cfg.iface.as_deref(), Some("eth1"));
         assert_eq!(cfg.addr_wait, Duration::from_secs(3));
         assert_eq!(cfg.options.get("clump.key").map(String::as_str), Some("a b"));
+    }
+
+    #[test]
+    fn pxe_boot_interface_and_static_address() {
+        let (cfg, w) = parse("BOOTIF=01-52-54-00-AB-cd-01 clump.ip=10.0.0.7/24,10.0.0.1");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(cfg.boot_mac.as_deref(), Some("52:54:00:ab:cd:01"));
+        assert_eq!(cfg.static_ip.as_deref(), Some("10.0.0.7/24,10.0.0.1"));
+        for bad in [
+            "BOOTIF=52-54-00-ab-cd-01",
+            "BOOTIF=01-52-54-00-ab-cd",
+            "BOOTIF=01-zz-54-00-ab-cd-01",
+        ] {
+            let (cfg, w) = parse(bad);
+            assert!(cfg.boot_mac.is_none() && w.len() == 1, "{bad}");
+        }
     }
 
     #[test]

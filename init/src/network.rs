@@ -16,9 +16,10 @@ pub struct Chosen {
 }
 
 /// Brings up loopback and every NIC, waits up to `carrier_wait` for carrier on all of them, logs
-/// each one and returns the chosen one: `prefer` if it exists, else the first with carrier in bus
+/// each one and returns the chosen one: the one named by `prefer` (name) if it exists, else the one
+/// with `boot_mac` (the NIC that network-booted the node), else the first with carrier in bus
 /// order, else the first.
-pub fn bring_up(carrier_wait: Duration, prefer: Option<&str>) -> Option<Chosen> {
+pub fn bring_up(carrier_wait: Duration, prefer: Option<&str>, boot_mac: Option<&str>) -> Option<Chosen> {
     let class_net = Path::new(CLASS_NET);
     let mut rtnl = match Rtnl::open() {
         Ok(r) => Some(r),
@@ -60,6 +61,7 @@ pub fn bring_up(carrier_wait: Duration, prefer: Option<&str>) -> Option<Chosen> 
     }
     let pick = prefer
         .and_then(|name| nics.iter().position(|n| n.name == name))
+        .or_else(|| boot_mac.and_then(|mac| nics.iter().position(|n| n.mac.eq_ignore_ascii_case(mac))))
         .or_else(|| carriers.iter().position(|up| *up))
         .unwrap_or(0);
     if let Some(want) = prefer {

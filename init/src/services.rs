@@ -20,11 +20,15 @@ fn shell_env(term: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The network service on the chosen NIC (`iface`), or on every NIC with carrier.
-pub fn netd(iface: Option<&str>) -> ServiceSpec {
+/// The network service on the chosen NIC (`iface`), or on every NIC with carrier; with a static
+/// address (`clump.ip=`) instead of DHCP if one is given.
+pub fn netd(iface: Option<&str>, static_ip: Option<&str>) -> ServiceSpec {
     let mut argv = vec![NETD.to_string()];
     if let Some(i) = iface {
         argv.extend(["--iface".to_string(), i.to_string()]);
+    }
+    if let Some(ip) = static_ip {
+        argv.extend(["--static".to_string(), ip.to_string()]);
     }
     ServiceSpec {
         name: "netd".into(),
@@ -65,6 +69,10 @@ mod tests {
         assert_eq!(names, ["shell-tty2", "shell-ttyS0"]);
         let (cfg, _) = crate::cmdline::parse("console=ttyS0 clump.shell=off");
         assert!(shells(&cfg).is_empty());
-        assert_eq!(netd(Some("eth1")).argv, [NETD, "--iface", "eth1"]);
+        assert_eq!(netd(Some("eth1"), None).argv, [NETD, "--iface", "eth1"]);
+        assert_eq!(
+            netd(None, Some("10.0.0.7/24")).argv,
+            [NETD, "--static", "10.0.0.7/24"]
+        );
     }
 }

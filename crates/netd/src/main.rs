@@ -4,6 +4,7 @@
 mod arp_probe;
 mod link;
 mod state_file;
+mod static_addr;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -33,6 +34,51 @@ struct Args {
     /// 0 turns the fallback off. DHCP keeps trying either way.
     #[arg(long, default_value_t = 10)]
     link_local_after: u64,
+    /// A fixed address instead of DHCP: ADDRESS/PREFIX[,GATEWAY] (the kernel's `clump.ip=`).
+    #[arg(long = "static", value_name = "ADDRESS/PREFIX[,GATEWAY]")]
+    static_addr: Option<String>,
+}
+
+/// Configures the fixed address, publishes it, and holds it until SIGTERM.
+fn run_static(
+    nic: &clump_net::Nic,
+    addr: static_addr::StaticAddr,
+    rtnl: &mut Rtnl,
+    lease_file: &std::path::Path,
+    sigfd: &SignalFd,
+) -> Result<()> {
+    rtnl.replace_address(nic.index, addr.address, addr.prefix_len, None, None)?;
+    if let Some(gw) = addr.gateway {
+        rtnl.replace_default_route(nic.index, gw)?;
+    }
+    let write = |state: &str| {
+        let lease = (state == "bound").then(|| {
+            serde_json::json!({ "address": addr.address, "prefix_len": addr.prefix_len, "router": addr.gateway })
+        });
+        let file = state_file::LeaseFile {
+            iface: &nic.name,
+            driver: &nic.driver,
+            mac: &nic.mac,
+            via: "static",
+            state,
+            lease,
+            written_at: since_boot().as_secs(),
+            dropped: Default::default(),
+        };
+        state_file::write_json(lease_file, &file)
+    };
+    write("bound")?;
+    tracing::info!(iface = %nic.name, addr = %format!("{}/{}", addr.address, addr.prefix_len), "static address");
+    loop {
+        let mut fds = [PollFd::new(sigfd, PollFlags::IN)];
+        let _ = poll(&mut fds, None);
+        if matches!(sigfd.read_signal(), Ok(Some(_))) {
+            let _ = rtnl.delete_address(nic.index, addr.address, addr.prefix_len);
+            write("unbound")?;
+            tracing::info!("stopped");
+            return Ok(());
+        }
+    }
 }
 
 pub fn since_boot() -> Duration {
@@ -70,6 +116,10 @@ fn main() -> Result<()> {
         bail!("no Ethernet interface with carrier to run DHCP on");
     }
     let mut rtnl = Rtnl::open().context("rtnetlink")?;
+    if let Some(text) = &args.static_addr {
+        let addr = static_addr::parse(text).map_err(|e| anyhow::anyhow!("--static {text}: {e}"))?;
+        return run_static(&nics[0], addr, &mut rtnl, &args.lease_file, &sigfd);
+    }
     let seed = u64::from(std::process::id()) ^ since_boot().as_nanos() as u64;
     let mut links = Vec::new();
     for (i, n) in nics.into_iter().enumerate() {

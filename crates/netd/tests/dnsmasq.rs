@@ -348,3 +348,25 @@ fn without_a_server_nodes_take_link_local_addresses_then_move_to_dhcp() {
         );
     }
 }
+
+#[test]
+fn a_static_address_is_configured_published_and_removed() {
+    let mut lab = Lab::new("d", 1, false);
+    lab.start_netd(0, &["--static", "10.77.0.200/24,10.77.0.1"]);
+    lab.wait_for("the static address on file", Duration::from_secs(10), || {
+        lab.lease(0)
+            .is_some_and(|l| l["state"] == "bound" && l["via"] == "static")
+    });
+    assert_eq!(lab.client_address(0).as_deref(), Some("10.77.0.200/24"));
+    let routes = Command::new("ip")
+        .args(["-n", &lab.clients[0], "route"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&routes.stdout).contains("default via 10.77.0.1 dev vc"));
+    assert!(lab.stop_netd(0).success());
+    assert!(
+        lab.client_address(0).is_none(),
+        "the address is removed on SIGTERM"
+    );
+    assert_eq!(lab.lease(0).unwrap()["state"], "unbound");
+}
