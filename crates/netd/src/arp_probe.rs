@@ -9,17 +9,23 @@ use std::time::Duration;
 pub const PROBES: u32 = 3;
 pub const INTERVAL: Duration = Duration::from_millis(300);
 
-pub fn probe_packet(mac: [u8; 6], target: Ipv4Addr) -> Vec<u8> {
+/// An ARP request from `mac` claiming `sender_ip` and asking for `target_ip`.
+fn request(mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
     let repr = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Request,
         source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: Ipv4Addr::UNSPECIFIED,
+        source_protocol_addr: sender_ip,
         target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: target,
+        target_protocol_addr: target_ip,
     };
     let mut buf = vec![0u8; repr.buffer_len()];
     repr.emit(&mut ArpPacket::new_unchecked(&mut buf));
     buf
+}
+
+/// A probe (RFC 5227 2.1.1): sender IP 0.0.0.0, so nobody's ARP cache learns anything.
+pub fn probe_packet(mac: [u8; 6], target: Ipv4Addr) -> Vec<u8> {
+    request(mac, Ipv4Addr::UNSPECIFIED, target)
 }
 
 pub fn send_probe(sock: &PacketSocket, mac: [u8; 6], target: Ipv4Addr) -> std::io::Result<()> {
@@ -28,16 +34,7 @@ pub fn send_probe(sock: &PacketSocket, mac: [u8; 6], target: Ipv4Addr) -> std::i
 
 /// An announcement (RFC 5227 2.3): sender and target IP both `addr`.
 pub fn announce_packet(mac: [u8; 6], addr: Ipv4Addr) -> Vec<u8> {
-    let repr = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: addr,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: addr,
-    };
-    let mut buf = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut ArpPacket::new_unchecked(&mut buf));
-    buf
+    request(mac, addr, addr)
 }
 
 /// The addresses in an ARP packet, for link-local conflict detection.
@@ -92,35 +89,19 @@ mod tests {
     const OTHER: [u8; 6] = [2, 0, 0, 0, 0, 2];
     const T: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
-    fn arp(op: ArpOperation, mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        let repr = ArpRepr::EthernetIpv4 {
-            operation: op,
-            source_hardware_addr: EthernetAddress(mac),
-            source_protocol_addr: src,
-            target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: dst,
-        };
-        let mut buf = vec![0u8; repr.buffer_len()];
-        repr.emit(&mut ArpPacket::new_unchecked(&mut buf));
-        buf
+    fn reply(mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        let mut b = request(mac, src, dst);
+        ArpPacket::new_unchecked(&mut b).set_operation(ArpOperation::Reply);
+        b
     }
 
     #[test]
     fn conflict_rules() {
         assert!(!conflicts(&probe_packet(ME, T), ME, T), "our own probe");
         assert!(conflicts(&probe_packet(OTHER, T), ME, T), "someone else probing");
-        assert!(conflicts(
-            &arp(ArpOperation::Reply, OTHER, T, Ipv4Addr::new(10, 0, 0, 9)),
-            ME,
-            T
-        ));
+        assert!(conflicts(&reply(OTHER, T, Ipv4Addr::new(10, 0, 0, 9)), ME, T));
         assert!(!conflicts(
-            &arp(
-                ArpOperation::Request,
-                OTHER,
-                Ipv4Addr::new(10, 0, 0, 9),
-                Ipv4Addr::new(10, 0, 0, 8)
-            ),
+            &request(OTHER, Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 8)),
             ME,
             T
         ));
