@@ -8,4 +8,4 @@ mod message;
 
 pub use client::{Action, Client, ClientConfig, Counters, Dest, Phase};
 pub use lease::Lease;
-pub use message::{Reply, ReplyError, CLIENT_PORT, SERVER_PORT};
+pub use message::{parse_reply, Reply, ReplyError, CLIENT_PORT, SERVER_PORT};
