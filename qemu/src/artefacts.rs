@@ -39,6 +39,19 @@ impl Artefacts {
         existing(self.out.join("pxe/vmlinuz"), "./build.sh pxe")
     }
 
+    /// `out/pxe`, the TFTP root of a netboot, which must hold `boot.ipxe`, `vmlinuz` and `initrd.img`.
+    pub fn pxe_dir(&self) -> Result<PathBuf> {
+        self.pxe_script()?;
+        self.pxe_kernel()?;
+        self.pxe_initrd()?;
+        Ok(self.out.join("pxe"))
+    }
+
+    /// `out/pxe/boot.ipxe`, which must exist.
+    pub fn pxe_script(&self) -> Result<PathBuf> {
+        existing(self.out.join("pxe/boot.ipxe"), "./build.sh pxe")
+    }
+
     /// `out/pxe/initrd.img`, which must exist.
     pub fn pxe_initrd(&self) -> Result<PathBuf> {
         existing(self.out.join("pxe/initrd.img"), "./build.sh pxe")

@@ -65,6 +65,33 @@ pub enum Error {
         context: String,
     },
 
+    /// A node or lab description that cannot be started as given.
+    #[error("{0}")]
+    Spec(String),
+
+    /// A host command the lab runs (`ip`, `dnsmasq`) failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+
+    /// A tool the lab needs is not installed.
+    #[error("{program} not found: install Debian's {package} package (./build.sh installs it)")]
+    ToolMissing {
+        program: &'static str,
+        package: &'static str,
+    },
+
+    /// The lab needs root (network namespaces, taps, a DHCP server).
+    #[error("the lab needs root for network namespaces, taps and dnsmasq (run as root, e.g. sudo -E)")]
+    NotRoot,
+
+    /// dnsmasq did not come up or misbehaved; `context` holds the end of its log.
+    #[error("dnsmasq: {problem}\n{context}")]
+    Dnsmasq { problem: String, context: String },
+
     /// The QMP conversation broke (bad greeting, malformed message, closed socket).
     #[error("QMP: {0}")]
     Qmp(String),

@@ -17,12 +17,14 @@
 //! Every wait is bounded; a timeout or an early QEMU exit is an error that quotes the end of the
 //! serial log. Dropping a [`Node`] kills QEMU's process group; QEMU also dies with the lab process.
 //!
-//! Networking never leaves QEMU: each NIC sits alone on its own QEMU hub (carrier up, no traffic out).
-//! QEMU's user-mode networking is never used.
+//! A lone [`Node`]'s NICs never leave QEMU: each sits alone on its own QEMU hub (carrier up, no
+//! traffic out). A [`Lab`] puts nodes on a bridge in a network namespace it creates, with dnsmasq as
+//! DHCP (and TFTP) server there and no uplink. QEMU's user-mode networking is never used.
 
 mod artefacts;
 mod error;
 mod firmware;
+mod lab;
 mod node;
 mod process;
 mod qemu_args;
@@ -34,6 +36,10 @@ mod spec;
 pub use artefacts::{workspace_root, Artefacts};
 pub use error::{Error, Result};
 pub use firmware::Ovmf;
+pub use lab::{
+    link_names, netns_names, parse_leases, DhcpLease, Lab, LabConfig, LabLayout, Subnet, BRIDGE, MIN_LEASE,
+    NETNS_PREFIX,
+};
 pub use node::Node;
 pub use qemu_args::{Layout, QEMU};
 pub use qmp::Qmp;

@@ -66,8 +66,9 @@ impl Node {
             Firmware::Bios => None,
         };
         let args = qemu_args(&spec, &layout, ovmf.as_ref().map(|o| o.code.as_path()));
+        let netns = spec.netns()?.map(str::to_owned);
         let started = Instant::now();
-        let mut process = spawn_qemu(&args, &layout)?;
+        let mut process = spawn_qemu(&args, &layout, netns.as_deref())?;
         tracing::info!(node = %spec.name, pid = process.id(), workdir = %layout.dir.display(), "QEMU started");
 
         let serial = connect(&mut process, &layout, &spec.name, &layout.serial_socket)?;
@@ -408,22 +409,36 @@ fn prepare_workdir(workdir: Option<&Path>) -> Result<(Layout, Option<TempDir>)> 
     Ok((layout, tempdir))
 }
 
-/// Starts QEMU with its output in `qemu.log` and its command line in `qemu.cmdline` (to rerun by hand).
-fn spawn_qemu(args: &[OsString], layout: &Layout) -> Result<Process> {
+/// Starts QEMU (inside `netns` if given, through `ip netns exec`, which execs QEMU: the child is QEMU)
+/// with its output in `qemu.log` and its command line in `qemu.cmdline` (to rerun by hand).
+fn spawn_qemu(args: &[OsString], layout: &Layout, netns: Option<&str>) -> Result<Process> {
     let printable = args
         .iter()
         .map(|a| shell_quote(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ");
+    let prefix = netns
+        .map(|ns| format!("ip netns exec {} ", shell_quote(ns)))
+        .unwrap_or_default();
     let cmdline = layout.dir.join("qemu.cmdline");
-    std::fs::write(&cmdline, format!("{QEMU} {printable}\n"))
+    std::fs::write(&cmdline, format!("{prefix}{QEMU} {printable}\n"))
         .map_err(Error::io(format!("writing {}", cmdline.display())))?;
     let output = File::create(&layout.qemu_output)
         .map_err(Error::io(format!("creating {}", layout.qemu_output.display())))?;
     let stderr = output
         .try_clone()
         .map_err(Error::io("duplicating the QEMU log"))?;
-    let mut cmd = Command::new(QEMU);
+    if netns.is_some() && !crate::lab::program_exists(QEMU) {
+        return Err(Error::QemuMissing(QEMU));
+    }
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, QEMU]);
+            cmd
+        }
+        None => Command::new(QEMU),
+    };
     cmd.args(args).stdin(Stdio::null()).stdout(output).stderr(stderr);
     Process::spawn(cmd).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::QemuMissing(QEMU),
@@ -432,7 +447,7 @@ fn spawn_qemu(args: &[OsString], layout: &Layout) -> Result<Process> {
 }
 
 /// `arg` quoted for a POSIX shell when it needs to be.
-fn shell_quote(arg: &str) -> String {
+pub(crate) fn shell_quote(arg: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-,.=/:@%+".contains(c);
     if !arg.is_empty() && arg.chars().all(plain) {
         arg.to_owned()

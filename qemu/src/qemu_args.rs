@@ -104,15 +104,26 @@ pub fn qemu_args(spec: &NodeSpec, layout: &Layout, ovmf_code: Option<&Path>) -> 
             args.os([initrd.into()]);
             args.push(["-append", append]);
         }
+        // The first NIC is the boot device (below); no disk at all.
+        Medium::Pxe => {}
     }
 
     for (i, nic) in spec.nics.iter().enumerate() {
-        match nic.backend {
+        match &nic.backend {
             NetBackend::Isolated => args.push(["-netdev", &format!("hubport,id=net{i},hubid={i}")]),
+            NetBackend::Tap { ifname, .. } => args.push([
+                "-netdev",
+                &format!("tap,id=net{i},ifname={ifname},script=no,downscript=no"),
+            ]),
         }
+        let boot = if i == 0 && spec.medium == Medium::Pxe {
+            ",bootindex=0"
+        } else {
+            ""
+        };
         args.push([
             "-device",
-            &format!("{},netdev=net{i},mac={}", nic.model.qemu_device(), nic.mac),
+            &format!("{},netdev=net{i},mac={}{boot}", nic.model.qemu_device(), nic.mac),
         ]);
     }
     args.0
@@ -198,6 +209,30 @@ mod tests {
             "-netdev hubport,id=net0,hubid=0 -device virtio-net-pci,netdev=net0,mac={mac0}"
         )));
         assert!(cmd.contains("-netdev hubport,id=net1,hubid=1 -device rtl8139,netdev=net1,mac="));
+    }
+
+    #[test]
+    fn pxe_boots_the_first_tap_nic_and_has_no_disk() {
+        let mut spec = NodeSpec::new("n", Firmware::Bios, Medium::Pxe)
+            .nic(NicModel::E1000)
+            .nic(NicModel::Rtl8139);
+        for (i, nic) in spec.nics.iter_mut().enumerate() {
+            nic.backend = NetBackend::Tap {
+                netns: "clump-lab-1-0".into(),
+                ifname: format!("tap{i}"),
+            };
+        }
+        let cmd = joined(&spec, None);
+        assert!(cmd.contains(
+            "-netdev tap,id=net0,ifname=tap0,script=no,downscript=no -device e1000,netdev=net0,mac="
+        ));
+        assert!(
+            cmd.contains(",bootindex=0 -netdev tap,id=net1,ifname=tap1,"),
+            "{cmd}"
+        );
+        assert_eq!(cmd.matches("bootindex").count(), 1, "{cmd}");
+        assert!(!cmd.contains("-drive") && !cmd.contains("-kernel"), "{cmd}");
+        assert!(!cmd.contains("user"), "{cmd}");
     }
 
     #[test]

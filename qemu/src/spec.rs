@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::artefacts::Artefacts;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The kernel command line of a Clump node (the one GRUB, iPXE and pxelinux pass; see ARCHITECTURE.md).
 pub const NODE_CMDLINE: &str = "console=tty0 console=ttyS0,115200 quiet loglevel=3 panic=10";
@@ -35,6 +35,9 @@ pub enum Medium {
         initrd: PathBuf,
         append: String,
     },
+    /// No disk: the firmware boots the first NIC through its iPXE ROM (DHCP + TFTP from the lab's
+    /// dnsmasq, which serves `out/pxe`). Only useful on a [`crate::Lab`] with a TFTP root.
+    Pxe,
 }
 
 /// The ways people and tests usually boot a node from the build outputs.
@@ -48,11 +51,27 @@ pub enum Boot {
     Usb,
     /// `out/pxe/vmlinuz` + `initrd.img` by direct kernel boot (fastest).
     Kernel,
+    /// Netboot under SeaBIOS: the NIC's iPXE ROM fetches `boot.ipxe` from the lab's TFTP server.
+    PxeBios,
+    /// Netboot under OVMF: the NIC's iPXE EFI driver fetches `boot.ipxe` from the lab's TFTP server.
+    PxeUefi,
 }
 
 impl Boot {
     /// All values, in the order the CLI lists them.
-    pub const ALL: [Boot; 4] = [Boot::IsoBios, Boot::IsoUefi, Boot::Usb, Boot::Kernel];
+    pub const ALL: [Boot; 6] = [
+        Boot::IsoBios,
+        Boot::IsoUefi,
+        Boot::Usb,
+        Boot::Kernel,
+        Boot::PxeBios,
+        Boot::PxeUefi,
+    ];
+
+    /// Whether this boot needs a DHCP and TFTP server (a [`crate::Lab`]).
+    pub fn is_netboot(self) -> bool {
+        matches!(self, Boot::PxeBios | Boot::PxeUefi)
+    }
 
     /// Firmware and medium for this way of booting, with the artefacts checked to exist.
     pub fn resolve(self, artefacts: &Artefacts) -> Result<(Firmware, Medium)> {
@@ -68,6 +87,14 @@ impl Boot {
                     append: NODE_CMDLINE.to_owned(),
                 },
             ),
+            Boot::PxeBios => {
+                artefacts.pxe_script()?;
+                (Firmware::Bios, Medium::Pxe)
+            }
+            Boot::PxeUefi => {
+                artefacts.pxe_script()?;
+                (Firmware::Uefi, Medium::Pxe)
+            }
         })
     }
 }
@@ -79,6 +106,8 @@ impl fmt::Display for Boot {
             Boot::IsoUefi => "iso-uefi",
             Boot::Usb => "usb",
             Boot::Kernel => "kernel",
+            Boot::PxeBios => "pxe-bios",
+            Boot::PxeUefi => "pxe-uefi",
         })
     }
 }
@@ -87,10 +116,9 @@ impl FromStr for Boot {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Boot::ALL
-            .into_iter()
-            .find(|b| b.to_string() == s)
-            .ok_or_else(|| format!("unknown boot medium {s:?} (one of: iso-bios, iso-uefi, usb, kernel)"))
+        Boot::ALL.into_iter().find(|b| b.to_string() == s).ok_or_else(|| {
+            format!("unknown boot medium {s:?} (one of: iso-bios, iso-uefi, usb, kernel, pxe-bios, pxe-uefi)")
+        })
     }
 }
 
@@ -170,8 +198,11 @@ impl fmt::Display for Mac {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetBackend {
     /// A QEMU hub with this NIC as its only port: the link has carrier, nothing leaves QEMU.
-    /// (The N-node lab will add a `Tap` variant: a tap on the lab's bridge in its network namespace.)
     Isolated,
+    /// A tap device `ifname` that already exists in network namespace `netns` (a [`crate::Lab`]
+    /// creates both and puts the tap on its bridge). QEMU then runs inside that namespace; all tap
+    /// NICs of one node must be in the same namespace.
+    Tap { netns: String, ifname: String },
 }
 
 /// One network card of a node.
@@ -242,6 +273,25 @@ impl NodeSpec {
     pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.workdir = Some(dir.into());
         self
+    }
+
+    /// The network namespace QEMU must run in: the one of the node's tap NICs, if it has any.
+    pub fn netns(&self) -> Result<Option<&str>> {
+        let mut found: Option<&str> = None;
+        for nic in &self.nics {
+            if let NetBackend::Tap { netns, .. } = &nic.backend {
+                match found {
+                    Some(other) if other != netns => {
+                        return Err(Error::Spec(format!(
+                            "node {}: tap NICs in two network namespaces ({other}, {netns})",
+                            self.name
+                        )))
+                    }
+                    _ => found = Some(netns),
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

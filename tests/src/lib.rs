@@ -6,8 +6,11 @@ mod procs;
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
-use clump_lab::{workspace_root, Artefacts, Boot, NicModel, Node, NodeSpec};
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, ensure, Context, Result};
+use clump_lab::{workspace_root, Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
+use regex::Regex;
 
 pub use procs::{parse_procs, Proc, PS_COMMAND};
 
@@ -20,9 +23,8 @@ pub const SHELL: Duration = Duration::from_secs(60);
 /// From the ACPI power button to QEMU's exit.
 pub const POWEROFF: Duration = Duration::from_secs(60);
 
-/// Starts node `name` booted `boot` with the given NICs. Its files stay in `target/e2e/<name>/`
-/// (serial.log, qemu.log, qemu.cmdline) for a look after a failure.
-pub fn start(name: &str, boot: Boot, nics: &[NicModel]) -> Result<Node> {
+/// `target/e2e/<name>`, emptied.
+fn fresh_workdir(name: &str) -> Result<std::path::PathBuf> {
     let workdir = workspace_root().join("target/e2e").join(name);
     match std::fs::remove_dir_all(&workdir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -30,6 +32,13 @@ pub fn start(name: &str, boot: Boot, nics: &[NicModel]) -> Result<Node> {
         }
         _ => {}
     }
+    Ok(workdir)
+}
+
+/// Starts node `name` booted `boot` with the given NICs. Its files stay in `target/e2e/<name>/`
+/// (serial.log, qemu.log, qemu.cmdline) for a look after a failure.
+pub fn start(name: &str, boot: Boot, nics: &[NicModel]) -> Result<Node> {
+    let workdir = fresh_workdir(name)?;
     let mut spec = NodeSpec::from_artefacts(name, boot, &Artefacts::from_env())?.workdir(&workdir);
     for &model in nics {
         spec = spec.nic(model);
@@ -80,4 +89,86 @@ pub fn power_off_cleanly(node: &mut Node) -> Result<()> {
         node.uptime().as_secs_f64()
     );
     Ok(())
+}
+
+/// Starts a lab whose files (dnsmasq's log and leases, one directory per node) stay in
+/// `target/e2e/<name>/`.
+pub fn start_lab(name: &str, mut config: LabConfig) -> Result<Lab> {
+    config.workdir = Some(fresh_workdir(name)?);
+    let lab = Lab::start(config).context("starting the lab (needs root, ip, dnsmasq)")?;
+    eprintln!(
+        "{name}: lab in namespace {} on {}, files in {}",
+        lab.netns(),
+        lab.subnet(),
+        lab.layout().dir.display()
+    );
+    Ok(lab)
+}
+
+/// Adds node `name` booted `boot` with the given NICs (all on the lab's bridge) and returns its index.
+pub fn add_node(lab: &mut Lab, name: &str, boot: Boot, nics: &[NicModel]) -> Result<usize> {
+    let mut spec = NodeSpec::from_artefacts(name, boot, &Artefacts::from_env())?;
+    for &model in nics {
+        spec = spec.nic(model);
+    }
+    let index = lab.start_node(spec)?;
+    eprintln!("{name}: booting {boot} in the lab");
+    Ok(index)
+}
+
+/// What a `clump: ready` line says about the address in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub iface: String,
+    pub driver: String,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub via: String,
+}
+
+/// Parses `clump: ready iface=<if> driver=<d> addr=<a.b.c.d/nn> via=<how>`; fails on `addr=none`.
+pub fn parse_ready(line: &str) -> Result<Ready> {
+    let re = Regex::new(r"clump: ready iface=(\S+) driver=(\S+) addr=(\d+\.\d+\.\d+\.\d+)/(\d+) via=(\S+)")?;
+    let Some(c) = re.captures(line) else {
+        bail!("the ready line has no address: {line}");
+    };
+    Ok(Ready {
+        iface: c[1].to_owned(),
+        driver: c[2].to_owned(),
+        addr: c[3].parse()?,
+        prefix_len: c[4].parse()?,
+        via: c[5].to_owned(),
+    })
+}
+
+/// The IPv4 addresses (`a.b.c.d/nn`) the kernel has on `iface`, from `ip -4 -o addr`.
+pub fn kernel_addrs(node: &mut Node, iface: &str) -> Result<Vec<String>> {
+    let out = sh(node, &format!("ip -4 -o addr show dev {iface}"))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_owned)
+        })
+        .collect())
+}
+
+/// `/run/clump/lease.json` on the node.
+pub fn lease_json(node: &mut Node) -> Result<serde_json::Value> {
+    let text = sh(node, "cat /run/clump/lease.json")?;
+    serde_json::from_str(&text).with_context(|| format!("lease.json is not JSON:\n{text}"))
+}
+
+/// Pings `addr` once from the node (busybox `ping -c1 -W2`), with a few tries for ARP to settle.
+pub fn ping(node: &mut Node, addr: Ipv4Addr) -> Result<()> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (code, out) = node.shell(&format!("ping -c1 -W2 {addr}"), SHELL)?;
+        if code == 0 {
+            return Ok(());
+        }
+        last = out;
+    }
+    bail!("{} cannot ping {addr}:\n{last}", node.name())
 }
