@@ -18,6 +18,8 @@ pub use procs::{parse_procs, Proc, PS_COMMAND};
 /// a node is ready about 20 s after QEMU starts from the ISO, about 7 s by direct kernel boot.
 pub const READY_FROM_ISO: Duration = Duration::from_secs(240);
 pub const READY_FROM_KERNEL: Duration = Duration::from_secs(120);
+/// PXE: firmware, iPXE's DHCP and a TFTP transfer of kernel and initramfs come before the boot.
+pub const READY_FROM_PXE: Duration = Duration::from_secs(300);
 /// One command in the root shell.
 pub const SHELL: Duration = Duration::from_secs(60);
 /// From the ACPI power button to QEMU's exit.
