@@ -156,10 +156,25 @@ pub fn kernel_addrs(node: &mut Node, iface: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// `/run/clump/lease.json` on the node.
+/// `/run/clump/lease.json` on the node. Read through the serial console, which once showed a stray
+/// byte in it (`"declines": 00`); a copy that does not parse is read again (at most 3 times) and
+/// the bad copy reported.
 pub fn lease_json(node: &mut Node) -> Result<serde_json::Value> {
-    let text = sh(node, "cat /run/clump/lease.json")?;
-    serde_json::from_str(&text).with_context(|| format!("lease.json is not JSON:\n{text}"))
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let text = sh(node, "cat /run/clump/lease.json")?;
+        match serde_json::from_str(&text) {
+            Ok(json) => return Ok(json),
+            Err(e) if tries < 3 => {
+                eprintln!(
+                    "{}: lease.json read as bad JSON ({e}), reading it again:\n{text}",
+                    node.name()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("lease.json is not JSON:\n{text}")),
+        }
+    }
 }
 
 /// Pings `addr` once from the node (busybox `ping -c1 -W2`), with a few tries for ARP to settle.

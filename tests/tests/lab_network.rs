@@ -2,6 +2,9 @@
 //! server. Each test creates its own namespace and subnet; the lab removes them when dropped.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::thread;
+use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
@@ -10,36 +13,48 @@ use clump_e2e::{
     READY_FROM_KERNEL, READY_FROM_PXE, SHELL,
 };
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel};
+use regex::Regex;
 
 /// Checks that node `index` is ready with a DHCP lease in the lab's subnet, and that the address is
 /// the same in the ready line, in dnsmasq's lease file (for the node's MAC), in the kernel
 /// (`ip -4 addr`) and in `/run/clump/lease.json`. Returns what the ready line said.
 fn check_dhcp_lease(lab: &mut Lab, index: usize, ready_line: &str) -> Result<Ready> {
-    let subnet = lab.subnet();
     let ready = parse_ready(ready_line)?;
+    ensure!(ready.via == "dhcp", "{ready_line}");
+    check_dhcp_address(lab, index, &ready.iface, ready.addr, ready.prefix_len)?;
+    Ok(ready)
+}
+
+/// Checks that node `index` uses `addr/prefix_len` on `iface` from a DHCP lease in the lab's subnet:
+/// the kernel has exactly that address, `/run/clump/lease.json` says so, and dnsmasq leased it to the
+/// node's MAC.
+fn check_dhcp_address(
+    lab: &mut Lab,
+    index: usize,
+    iface: &str,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+) -> Result<()> {
+    let subnet = lab.subnet();
     let node = lab.node(index)?;
     let name = node.name().to_owned();
     let mac = node.spec().nics[0].mac;
-    ensure!(ready.via == "dhcp", "{name}: {ready_line}");
     ensure!(
-        subnet.contains(ready.addr) && ready.prefix_len == 24,
-        "{name}: {} is not in the lab's {subnet}",
-        ready.addr
+        subnet.contains(addr) && prefix_len == 24,
+        "{name}: {addr}/{prefix_len} is not in the lab's {subnet}"
     );
-    let kernel = kernel_addrs(node, &ready.iface)?;
+    let kernel = kernel_addrs(node, iface)?;
     ensure!(
-        kernel == [format!("{}/24", ready.addr)],
-        "{name}: the kernel has {kernel:?} on {}, the ready line says {}",
-        ready.iface,
-        ready.addr
+        kernel == [format!("{addr}/24")],
+        "{name}: the kernel has {kernel:?} on {iface}, the node says {addr}"
     );
     let json = lease_json(node)?;
     ensure!(
         json["via"] == "dhcp"
             && json["state"] == "bound"
-            && json["lease"]["address"] == ready.addr.to_string()
+            && json["lease"]["address"] == addr.to_string()
             && json["mac"] == mac.to_string(),
-        "{name}: lease.json does not match {ready:?} / {mac}:\n{json:#}"
+        "{name}: lease.json does not match {addr} / {mac}:\n{json:#}"
     );
     let leases = lab.leases()?;
     let lease = leases
@@ -47,12 +62,11 @@ fn check_dhcp_lease(lab: &mut Lab, index: usize, ready_line: &str) -> Result<Rea
         .find(|l| l.mac == mac)
         .with_context(|| format!("dnsmasq has no lease for {name} ({mac}): {leases:?}"))?;
     ensure!(
-        lease.address == ready.addr,
-        "{name}: dnsmasq leased {} to {mac}, the node uses {}",
-        lease.address,
-        ready.addr
+        lease.address == addr,
+        "{name}: dnsmasq leased {} to {mac}, the node uses {addr}",
+        lease.address
     );
-    Ok(ready)
+    Ok(())
 }
 
 #[test]
@@ -179,4 +193,103 @@ fn two_nodes_netboot_by_pxe_bios_and_uefi_and_get_leases() -> Result<()> {
     );
     lab.shutdown()?;
     Ok(())
+}
+
+#[test]
+fn without_dnsmasq_nodes_fall_back_to_link_local_and_take_a_lease_when_it_returns() -> Result<()> {
+    let started = Instant::now();
+    let mut lab = start_lab("lab-link-local", LabConfig::default())?;
+    lab.stop_dhcp()?;
+    ensure!(!lab.dhcp_running()?, "dnsmasq still runs after stop_dhcp");
+    for name in ["ll1", "ll2"] {
+        add_node(&mut lab, name, Boot::Kernel, &[NicModel::VirtioNetPci])?;
+    }
+    let link_local = Regex::new(r"^169\.254\.")?;
+    let mut readies = Vec::new();
+    for i in 0..2 {
+        // PID 1 waits `clump.addr_wait` (20 s) for an address: a link-local ready line means the
+        // fallback (after 10 s without a server) happened within that bound.
+        let line = wait_ready(lab.node(i)?, READY_FROM_KERNEL)?;
+        let ready = parse_ready(&line)?;
+        ensure!(
+            ready.via == "link-local"
+                && link_local.is_match(&ready.addr.to_string())
+                && ready.prefix_len == 16,
+            "not a link-local address: {line}"
+        );
+        let node = lab.node(i)?;
+        let kernel = kernel_addrs(node, &ready.iface)?;
+        ensure!(
+            kernel == [format!("{}/16", ready.addr)],
+            "{}: the kernel has {kernel:?}, the ready line says {}",
+            node.name(),
+            ready.addr
+        );
+        let json = lease_json(node)?;
+        ensure!(
+            json["via"] == "link-local" && json["lease"]["address"] == ready.addr.to_string(),
+            "{}: lease.json does not say link-local {}:\n{json:#}",
+            node.name(),
+            ready.addr
+        );
+        readies.push(ready);
+    }
+    ensure!(
+        readies[0].addr != readies[1].addr,
+        "both nodes claimed {}",
+        readies[0].addr
+    );
+    ensure!(
+        lab.leases()?.is_empty(),
+        "leases without a server: {:?}",
+        lab.leases()?
+    );
+    ping(lab.node(0)?, readies[1].addr)?;
+    ping(lab.node(1)?, readies[0].addr)?;
+    eprintln!(
+        "2 link-local nodes reach each other {:.1} s after the lab started",
+        started.elapsed().as_secs_f64()
+    );
+
+    let back = Instant::now();
+    lab.start_dhcp()?;
+    for (i, ready) in readies.iter().enumerate() {
+        let addr = wait_for_dhcp(&mut lab, i)?;
+        check_dhcp_address(&mut lab, i, &ready.iface, addr, 24)?;
+        eprintln!(
+            "{}: moved from {} to the lease {addr} {:.1} s after dnsmasq came back",
+            lab.node(i)?.name(),
+            ready.addr,
+            back.elapsed().as_secs_f64()
+        );
+    }
+    lab.shutdown()?;
+    Ok(())
+}
+
+/// The DHCP retransmission backoff reaches 64 s (RFC 2131 4.1), so a node may wait that long before
+/// it asks the server that came back.
+const DHCP_RETURN: Duration = Duration::from_secs(120);
+
+/// Polls node `index`'s lease.json until it says `via: dhcp`, `state: bound`; returns the address.
+fn wait_for_dhcp(lab: &mut Lab, index: usize) -> Result<Ipv4Addr> {
+    let deadline = Instant::now() + DHCP_RETURN;
+    loop {
+        let json = lease_json(lab.node(index)?)?;
+        if json["via"] == "dhcp" && json["state"] == "bound" {
+            let addr = json["lease"]["address"]
+                .as_str()
+                .with_context(|| format!("no lease.address in {json:#}"))?;
+            return Ok(addr.parse()?);
+        }
+        if Instant::now() >= deadline {
+            let name = lab.node(index)?.name().to_owned();
+            anyhow::bail!(
+                "{name}: no DHCP lease {} s after dnsmasq came back; lease.json:\n{json:#}\ndnsmasq:\n{}",
+                DHCP_RETURN.as_secs(),
+                lab.dnsmasq_log()?
+            );
+        }
+        thread::sleep(Duration::from_secs(2));
+    }
 }
