@@ -24,6 +24,13 @@ enum Input {
 }
 
 pub fn run(opts: Options) -> Result<()> {
+    if opts.medium.is_netboot() {
+        anyhow::bail!(
+            "{} needs a DHCP and TFTP server: use `clump-lab up --medium {}`",
+            opts.medium,
+            opts.medium
+        );
+    }
     let mut spec = NodeSpec::from_artefacts("node1", opts.medium, &Artefacts::from_env())?
         .memory_mib(opts.memory_mib)
         .cpus(opts.cpus);

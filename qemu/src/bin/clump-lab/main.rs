@@ -2,6 +2,7 @@
 
 mod boot;
 mod demo;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,29 @@ enum Command {
         #[arg(long)]
         workdir: Option<PathBuf>,
     },
+    /// Start a lab: N nodes on a bridge in a private network namespace with dnsmasq (DHCP, and TFTP
+    /// for PXE), their consoles streamed here until Ctrl-C, which tears it all down. Needs root.
+    Up {
+        /// Number of nodes.
+        #[arg(short = 'n', long = "nodes", default_value_t = 3)]
+        count: usize,
+        /// What the nodes boot from: iso-bios, iso-uefi, usb, kernel, pxe-bios or pxe-uefi.
+        #[arg(long, default_value = "iso-bios")]
+        medium: Boot,
+        /// NIC model of each node, in turn (repeat: node1 gets the first, node2 the second, ...)
+        /// [default: virtio-net-pci].
+        #[arg(long = "nic", value_name = "MODEL")]
+        nics: Vec<NicModel>,
+        /// Guest memory of each node in MiB.
+        #[arg(long = "mem", value_name = "MB", default_value_t = clump_lab::DEFAULT_MEMORY_MIB)]
+        memory_mib: u32,
+        /// Number of virtual CPUs of each node.
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Keep the lab's files (dnsmasq's log and leases, one directory per node) here.
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
     /// Boot one node from the ISO, save its serial log and a screenshot, power it off via ACPI.
     Demo {
         /// Where to save serial.log and screen.png [default: <out>/demo].
@@ -66,6 +90,21 @@ fn main() -> ExitCode {
             cpus,
             workdir,
         } => boot::run(boot::Options {
+            medium,
+            nics,
+            memory_mib,
+            cpus,
+            workdir,
+        }),
+        Command::Up {
+            count,
+            medium,
+            nics,
+            memory_mib,
+            cpus,
+            workdir,
+        } => up::run(up::Options {
+            count,
             medium,
             nics,
             memory_mib,
