@@ -293,3 +293,36 @@ fn wait_for_dhcp(lab: &mut Lab, index: usize) -> Result<Ipv4Addr> {
         thread::sleep(Duration::from_secs(2));
     }
 }
+
+#[test]
+fn a_short_lease_is_renewed_at_t1_without_losing_the_address() -> Result<()> {
+    let config = LabConfig {
+        lease_time: clump_lab::MIN_LEASE,
+        ..LabConfig::default()
+    };
+    let mut lab = start_lab("lab-renew", config)?;
+    add_node(&mut lab, "renew", Boot::Kernel, &[NicModel::VirtioNetPci])?;
+    let line = wait_ready(lab.node(0)?, READY_FROM_KERNEL)?;
+    let ready = check_dhcp_lease(&mut lab, 0, &line)?;
+    // dnsmasq's shortest lease is 2 minutes, so T1 comes 60 s after the lease.
+    let acked = format!("DHCPACK(br0) {}", ready.addr);
+    let deadline = Instant::now() + Duration::from_secs(110);
+    while lab.dnsmasq_log()?.matches(&acked).count() < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "no renewal within 110 s of a 120 s lease:\n{}",
+            lab.dnsmasq_log()?
+        );
+        thread::sleep(Duration::from_secs(2));
+    }
+    let log = lab.dnsmasq_log()?;
+    ensure!(
+        log.matches("DHCPDISCOVER").count() == 1,
+        "renewed, not rediscovered:\n{log}"
+    );
+    lab.node(0)?
+        .wait_for_line("lease .*renewed=true", Duration::from_secs(10))?;
+    check_dhcp_address(&mut lab, 0, &ready.iface, ready.addr, ready.prefix_len)?;
+    lab.shutdown()?;
+    Ok(())
+}

@@ -81,6 +81,16 @@ fn run_static(
     }
 }
 
+/// Log timestamps on the kernel's clock, like PID 1's `t=`, so the two logs line up.
+struct BootTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for BootTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let t = since_boot();
+        write!(w, "clump-netd: [{:>5}.{:03}]", t.as_secs(), t.subsec_millis())
+    }
+}
+
 pub fn since_boot() -> Duration {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec.clamp(0, 999_999_999) as u32)
@@ -88,7 +98,7 @@ pub fn since_boot() -> Duration {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .without_time()
+        .with_timer(BootTime)
         .with_ansi(false)
         .with_target(false)
         .with_writer(std::io::stderr)
