@@ -227,6 +227,7 @@ impl Link {
     }
 
     fn send(&self, payload: &[u8], dest: Dest) {
+        tracing::info!(iface = %self.nic.name, phase = ?self.client.phase(), dest = ?dest, "dhcp send");
         let result = match (dest, &self.udp) {
             (Dest::Unicast(server), Some(udp)) => udp
                 .send_to(payload, SocketAddrV4::new(server, SERVER_PORT))
