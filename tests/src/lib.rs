@@ -189,3 +189,13 @@ pub fn ping(node: &mut Node, addr: Ipv4Addr) -> Result<()> {
     }
     bail!("{} cannot ping {addr}:\n{last}", node.name())
 }
+
+/// The Linux drivers that may bind each emulated NIC (rtl8139: 8139cp claims revisions >= 0x20).
+pub fn expected_drivers(model: NicModel) -> &'static [&'static str] {
+    match model {
+        NicModel::VirtioNetPci => &["virtio_net"],
+        NicModel::E1000 => &["e1000"],
+        NicModel::E1000e => &["e1000e"],
+        NicModel::Rtl8139 => &["8139cp", "8139too"],
+    }
+}

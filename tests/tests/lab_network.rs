@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clump_e2e::{
-    add_node, kernel_addrs, lease_json, parse_ready, ping, sh, start_lab, wait_ready, Ready, READY_FROM_ISO,
-    READY_FROM_KERNEL, READY_FROM_PXE, SHELL,
+    add_node, expected_drivers, kernel_addrs, lease_json, parse_ready, ping, sh, start_lab, wait_ready,
+    Ready, READY_FROM_ISO, READY_FROM_KERNEL, READY_FROM_PXE, SHELL,
 };
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel};
 use regex::Regex;
@@ -121,7 +121,7 @@ fn mixed_nic_models_in_one_lab_all_get_leases() -> Result<()> {
         let line = wait_ready(lab.node(i)?, READY_FROM_KERNEL)?;
         let ready = check_dhcp_lease(&mut lab, i, &line)?;
         ensure!(
-            expected_driver(model).contains(&ready.driver.as_str()),
+            expected_drivers(model).contains(&ready.driver.as_str()),
             "the {model} node is ready on driver {}: {line}",
             ready.driver
         );
@@ -134,16 +134,6 @@ fn mixed_nic_models_in_one_lab_all_get_leases() -> Result<()> {
     );
     lab.shutdown()?;
     Ok(())
-}
-
-/// The drivers that may bind each emulated NIC (rtl8139: 8139cp claims revisions >= 0x20).
-fn expected_driver(model: NicModel) -> &'static [&'static str] {
-    match model {
-        NicModel::VirtioNetPci => &["virtio_net"],
-        NicModel::E1000 => &["e1000"],
-        NicModel::E1000e => &["e1000e"],
-        NicModel::Rtl8139 => &["8139cp", "8139too"],
-    }
 }
 
 #[test]

@@ -5,19 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{power_off_cleanly, procs, sh, start, wait_ready, Proc, POWEROFF, READY_FROM_KERNEL};
+use clump_e2e::{
+    expected_drivers, power_off_cleanly, procs, sh, start, wait_ready, Proc, POWEROFF, READY_FROM_KERNEL,
+};
 use clump_lab::{Boot, NicModel, Node};
 use regex::Regex;
-
-/// The Linux drivers that may bind each emulated NIC (rtl8139: 8139cp claims revisions >= 0x20).
-fn expected_drivers(model: NicModel) -> &'static [&'static str] {
-    match model {
-        NicModel::VirtioNetPci => &["virtio_net"],
-        NicModel::E1000 => &["e1000"],
-        NicModel::E1000e => &["e1000e"],
-        NicModel::Rtl8139 => &["8139cp", "8139too"],
-    }
-}
 
 #[test]
 fn every_nic_model_gets_its_driver_loaded_and_reported() -> Result<()> {
