@@ -258,18 +258,18 @@ impl Link {
             idx,
             lease.address,
             lease.prefix_len,
-            lease.broadcast,
+            lease.options.broadcast,
             Some(lease.lease_time),
         ) {
             tracing::error!(iface = %self.nic.name, error = %e, "cannot configure the leased address");
             return false;
         }
-        if let Some(mtu) = lease.mtu.filter(|m| *m >= 576) {
+        if let Some(mtu) = lease.options.mtu.filter(|m| *m >= 576) {
             if let Err(e) = rtnl.set_mtu(idx, u32::from(mtu)) {
                 tracing::warn!(error = %e, "cannot set MTU");
             }
         }
-        if let Some(gw) = lease.router {
+        if let Some(gw) = lease.options.router {
             if let Err(e) = rtnl.replace_default_route(idx, gw) {
                 tracing::warn!(gateway = %gw, error = %e, "cannot set the default route");
             }

@@ -34,10 +34,10 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
 
 pub fn write_resolv_conf(path: &Path, lease: &clump_net::dhcp::Lease) -> std::io::Result<()> {
     let mut text = String::from("# written by clump-netd from the DHCP lease\n");
-    if let Some(domain) = &lease.domain {
+    if let Some(domain) = &lease.options.domain {
         text.push_str(&format!("search {domain}\n"));
     }
-    for server in &lease.dns {
+    for server in &lease.options.dns {
         text.push_str(&format!("nameserver {server}\n"));
     }
     if let Some(dir) = path.parent() {

@@ -384,12 +384,7 @@ impl Client {
             address: reply.yiaddr,
             prefix_len,
             server: reply.server,
-            router: reply.router,
-            dns: reply.dns.clone(),
-            broadcast: reply.broadcast,
-            mtu: reply.mtu,
-            hostname: reply.hostname.clone(),
-            domain: reply.domain.clone(),
+            options: reply.options.clone(),
             lease_time,
             t1,
             t2,
@@ -461,7 +456,7 @@ mod tests {
         );
         let b = c.probe_result(S(1), false);
         assert!(
-            matches!(&b[..], [Action::Bind(l)] if l.address == ADDR && l.prefix_len == 24 && l.router == Some(SERVER))
+            matches!(&b[..], [Action::Bind(l)] if l.address == ADDR && l.prefix_len == 24 && l.options.router == Some(SERVER))
         );
         assert_eq!(c.phase(), Phase::Bound);
         c

@@ -2,6 +2,17 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+/// The network configuration a server hands out with an address (options 3, 6, 28, 26, 12, 15).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub broadcast: Option<Ipv4Addr>,
+    pub mtu: Option<u16>,
+    pub hostname: Option<String>,
+    pub domain: Option<String>,
+}
+
 /// An address lease as the server granted it. Times are relative to `acquired`, a point on the
 /// client's monotonic clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -9,12 +20,8 @@ pub struct Lease {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub server: Ipv4Addr,
-    pub router: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub broadcast: Option<Ipv4Addr>,
-    pub mtu: Option<u16>,
-    pub hostname: Option<String>,
-    pub domain: Option<String>,
+    #[serde(flatten)]
+    pub options: Options,
     #[serde(with = "secs")]
     pub lease_time: Duration,
     #[serde(with = "secs")]

@@ -1,6 +1,7 @@
 //! Building the client's messages and checking the server's replies.
 
 use super::client::ClientConfig;
+use super::lease::Options;
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Encodable};
 use std::net::Ipv4Addr;
@@ -115,12 +116,7 @@ pub struct Reply {
     pub yiaddr: Ipv4Addr,
     pub server: Ipv4Addr,
     pub mask: Option<Ipv4Addr>,
-    pub router: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub broadcast: Option<Ipv4Addr>,
-    pub mtu: Option<u16>,
-    pub hostname: Option<String>,
-    pub domain: Option<String>,
+    pub options: Options,
     pub lease_time: Option<Duration>,
     pub t1: Option<Duration>,
     pub t2: Option<Duration>,
@@ -241,26 +237,28 @@ pub fn parse_reply(data: &[u8], mac: &[u8; 6], xid: u32) -> Result<Reply, ReplyE
         yiaddr: msg.yiaddr(),
         server,
         mask: ip(OptionCode::SubnetMask),
-        router: match opts.get(OptionCode::Router) {
-            Some(DhcpOption::Router(list)) => list.first().copied(),
-            _ => None,
-        },
-        dns: match opts.get(OptionCode::DomainNameServer) {
-            Some(DhcpOption::DomainNameServer(list)) => list.iter().take(4).copied().collect(),
-            _ => Vec::new(),
-        },
-        broadcast: ip(OptionCode::BroadcastAddr),
-        mtu: match opts.get(OptionCode::InterfaceMtu) {
-            Some(DhcpOption::InterfaceMtu(m)) => Some(*m),
-            _ => None,
-        },
-        hostname: match opts.get(OptionCode::Hostname) {
-            Some(DhcpOption::Hostname(h)) => Some(h.clone()),
-            _ => None,
-        },
-        domain: match opts.get(OptionCode::DomainName) {
-            Some(DhcpOption::DomainName(d)) => Some(d.clone()),
-            _ => None,
+        options: Options {
+            router: match opts.get(OptionCode::Router) {
+                Some(DhcpOption::Router(list)) => list.first().copied(),
+                _ => None,
+            },
+            dns: match opts.get(OptionCode::DomainNameServer) {
+                Some(DhcpOption::DomainNameServer(list)) => list.iter().take(4).copied().collect(),
+                _ => Vec::new(),
+            },
+            broadcast: ip(OptionCode::BroadcastAddr),
+            mtu: match opts.get(OptionCode::InterfaceMtu) {
+                Some(DhcpOption::InterfaceMtu(m)) => Some(*m),
+                _ => None,
+            },
+            hostname: match opts.get(OptionCode::Hostname) {
+                Some(DhcpOption::Hostname(h)) => Some(h.clone()),
+                _ => None,
+            },
+            domain: match opts.get(OptionCode::DomainName) {
+                Some(DhcpOption::DomainName(d)) => Some(d.clone()),
+                _ => None,
+            },
         },
         lease_time: secs(OptionCode::AddressLeaseTime),
         t1: secs(OptionCode::Renewal),

@@ -7,5 +7,5 @@ mod lease;
 mod message;
 
 pub use client::{Action, Client, ClientConfig, Counters, Dest, Phase};
-pub use lease::Lease;
+pub use lease::{Lease, Options};
 pub use message::{parse_reply, Reply, ReplyError, CLIENT_PORT, SERVER_PORT};
