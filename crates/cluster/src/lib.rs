@@ -1,0 +1,1 @@
+//! Sans-I/O membership core (see ARCHITECTURE.md, "Cluster protocol").

@@ -1,0 +1,1 @@
+//! The cluster key and sealed datagrams (see ARCHITECTURE.md, "The cluster key").
