@@ -1,0 +1,747 @@
+//! The membership state machine of one node: datagrams and time in, datagrams and events out.
+//! Nothing here touches a socket or a clock, so the daemon and the 10,000-node simulation run the
+//! same code.
+
+use crate::id::{Member, NodeId};
+use crate::record::{NodeRecord, RecordTable};
+use crate::wire::{self, Hello, Message, Records};
+use clump_seal::{ClusterKey, OpenError, Opener, Sealer};
+use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, State, Timer};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// How many nodes answer a broadcast hello in a big cluster: enough for the newcomer to join,
+/// few enough that 10,000 nodes do not all answer at once.
+const ANSWERS_WANTED: f64 = 4.0;
+/// Auth failures from one address are reported at these counts, then every 1000.
+const REPORT_AT: [u64; 4] = [1, 10, 100, 1000];
+/// A node id heard from two daemon instances alternately within this time is two machines.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    /// How often this node sends its record (and the freshest others) to one random member.
+    pub records_every: Duration,
+    /// How often a node that has not joined yet broadcasts a hello.
+    pub hello_every: Duration,
+    /// Records held at most (the window to the world).
+    pub record_cap: usize,
+    /// How long a dead node stays in the map as dead.
+    pub remove_down_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port: 7171,
+            records_every: Duration::from_millis(500),
+            hello_every: Duration::from_secs(5),
+            record_cap: 1024,
+            remove_down_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConflictKind {
+    DuplicateId,
+    DuplicateMac,
+    DuplicateAddress,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// At least one other node knows us.
+    JoinedCluster,
+    /// Every other node left or died.
+    Alone,
+    MemberUp(Member),
+    MemberDown {
+        member: Member,
+        left: bool,
+    },
+    /// A node restarted (new generation) or another took its address.
+    Renamed {
+        old: Member,
+        new: Member,
+    },
+    /// Datagrams from `from` fail authentication: a node with another key, or an attacker.
+    Refused {
+        from: Ipv4Addr,
+        count: u64,
+    },
+    Conflict {
+        id: NodeId,
+        kind: ConflictKind,
+    },
+    /// The cluster declared this node down and it rejoined under a new generation.
+    Rejoined(Member),
+}
+
+/// What arrived and what was thrown away, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub hello_sent: u64,
+    pub too_short: u64,
+    pub too_large: u64,
+    pub not_clump: u64,
+    pub version: u64,
+    pub auth: u64,
+    pub replay: u64,
+    pub malformed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Foreign {
+    pub dropped: u64,
+    pub last: Duration,
+}
+
+/// One row of the node map as the core sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub member: Option<Member>,
+    pub id: NodeId,
+    pub state: ViewState,
+    pub record: Option<NodeRecord>,
+    /// When we last heard from or about it (our clock); None for ourselves.
+    pub last_seen: Option<Duration>,
+    pub conflicts: Vec<ConflictKind>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewState {
+    This,
+    Alive,
+    Suspect,
+    Leaving,
+    Dead,
+    Left,
+}
+
+#[derive(Debug, Default)]
+struct InstanceTrack {
+    current: [u8; 16],
+    seen: HashMap<[u8; 16], Duration>,
+}
+
+/// Live members, indexable in O(1) for random choice: at 10,000 nodes, walking foca's list
+/// twice a second on every node would cost more than the gossip itself.
+#[derive(Debug, Default)]
+struct Alive {
+    list: Vec<Member>,
+    index: HashMap<SocketAddrV4, usize>,
+}
+
+impl Alive {
+    fn insert(&mut self, m: Member) {
+        match self.index.get(&m.addr) {
+            Some(&i) => self.list[i] = m,
+            None => {
+                self.index.insert(m.addr, self.list.len());
+                self.list.push(m);
+            }
+        }
+    }
+
+    fn remove(&mut self, m: &Member) {
+        if let Some(i) = self
+            .index
+            .get(&m.addr)
+            .copied()
+            .filter(|&i| self.list[i].id == m.id)
+        {
+            self.index.remove(&m.addr);
+            self.list.swap_remove(i);
+            if let Some(moved) = self.list.get(i) {
+                self.index.insert(moved.addr, i);
+            }
+        }
+    }
+
+    fn contains(&self, m: &Member) -> bool {
+        self.index.get(&m.addr).is_some_and(|&i| self.list[i] == *m)
+    }
+
+    fn has_id(&self, addr: &SocketAddrV4, id: &NodeId) -> bool {
+        self.index.get(addr).is_some_and(|&i| self.list[i].id == *id)
+    }
+}
+
+type Swim = Foca<Member, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+pub struct Cluster {
+    config: Config,
+    foca: Swim,
+    rt: AccumulatingRuntime<Member>,
+    sealer: Sealer,
+    opener: Opener,
+    rng: StdRng,
+    me: Member,
+    record: NodeRecord,
+    records: RecordTable,
+    alive: Alive,
+    timers: BTreeMap<(Duration, u64), Timer<Member>>,
+    timer_seq: u64,
+    next_records: Duration,
+    next_hello: Duration,
+    next_expire: Duration,
+    broadcast: Option<SocketAddrV4>,
+    joined: bool,
+    sized_for: u32,
+    out: VecDeque<(SocketAddrV4, Vec<u8>)>,
+    events: VecDeque<Event>,
+    counters: Counters,
+    foreign: HashMap<Ipv4Addr, Foreign>,
+    instances: HashMap<NodeId, InstanceTrack>,
+    flagged: HashSet<(NodeId, ConflictKind)>,
+    last_heard: HashMap<NodeId, Duration>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("me", &self.me)
+            .field("members", &self.alive.list.len())
+            .finish()
+    }
+}
+
+fn foca_config(size: u32, remove_down_after: Duration) -> foca::Config {
+    let mut config = foca::Config::new_lan(NonZeroU32::new(size.max(1)).unwrap_or(NonZeroU32::MIN));
+    config.remove_down_after = Some(remove_down_after);
+    if let Some(max) = std::num::NonZeroUsize::new(Sealer::max_payload()) {
+        config.max_packet_size = max;
+    }
+    config
+}
+
+impl Cluster {
+    /// `seed` feeds foca's and our own random choices; `instance` names this run in the seal.
+    pub fn new(
+        key: &ClusterKey,
+        record: NodeRecord,
+        gen: u32,
+        instance: [u8; 16],
+        seed: u64,
+        config: Config,
+        now: Duration,
+    ) -> Self {
+        let me = Member {
+            addr: SocketAddrV4::new(record.addr, config.port),
+            id: record.id,
+            gen,
+        };
+        let broadcast =
+            broadcast_of(record.addr, record.prefix_len).map(|a| SocketAddrV4::new(a, config.port));
+        let foca = Foca::new(
+            me,
+            foca_config(2, config.remove_down_after),
+            StdRng::seed_from_u64(seed),
+            PostcardCodec,
+        );
+        Self {
+            records: RecordTable::new(config.record_cap),
+            next_records: now,
+            next_hello: now,
+            next_expire: now,
+            config,
+            foca,
+            rt: AccumulatingRuntime::new(),
+            sealer: Sealer::new(key, instance),
+            opener: Opener::new(key),
+            rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            me,
+            record,
+            alive: Alive::default(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            broadcast,
+            joined: false,
+            sized_for: 2,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            foreign: HashMap::new(),
+            instances: HashMap::new(),
+            flagged: HashSet::new(),
+            last_heard: HashMap::new(),
+        }
+    }
+
+    pub fn me(&self) -> Member {
+        self.me
+    }
+
+    pub fn record(&self) -> &NodeRecord {
+        &self.record
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn foreign(&self) -> impl Iterator<Item = (&Ipv4Addr, &Foreign)> {
+        self.foreign.iter()
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.alive.list.len()
+    }
+
+    /// Changes this node's record (load, memory, speed, flags); the new `seq` goes out with the
+    /// next round.
+    pub fn update_record(&mut self, change: impl FnOnce(&mut NodeRecord)) {
+        change(&mut self.record);
+        self.record.id = self.me.id;
+        self.record.seq += 1;
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddrV4, Vec<u8>)> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_time` must be called next.
+    pub fn next_deadline(&self) -> Duration {
+        let timer = self.timers.keys().next().map(|(t, _)| *t);
+        let mut next = self.next_records.min(self.next_expire);
+        if !self.joined {
+            next = next.min(self.next_hello);
+        }
+        timer.map_or(next, |t| t.min(next))
+    }
+
+    /// Hosts that answered the ARP sweep: ask each whether it runs Clump with our key.
+    pub fn handle_hosts(&mut self, hosts: &[Ipv4Addr]) {
+        for host in hosts {
+            if host != self.me.addr.ip() {
+                self.send_hello(SocketAddrV4::new(*host, self.config.port), true, false);
+            }
+        }
+    }
+
+    pub fn handle_time(&mut self, now: Duration) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            // A foca error on its own timer is a state it recovers from on the next one.
+            let _ = self.foca.handle_timer(timer, &mut self.rt);
+            self.drain_foca(now);
+        }
+        if !self.joined && now >= self.next_hello {
+            self.next_hello = now + self.config.hello_every;
+            if let Some(to) = self.broadcast {
+                self.send_hello(to, true, true);
+            }
+        }
+        if now >= self.next_records {
+            self.next_records = now + self.config.records_every;
+            self.gossip_records();
+        }
+        if now >= self.next_expire {
+            self.next_expire = now + Duration::from_secs(5);
+            self.expire(now);
+        }
+    }
+
+    pub fn handle_datagram(&mut self, now: Duration, from: SocketAddrV4, datagram: &[u8]) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
+        let opened = match self.opener.open(datagram) {
+            Ok(opened) => opened,
+            Err(err) => return self.count_refused(now, from, &err),
+        };
+        if opened.instance == self.sealer.instance() {
+            return; // our own broadcast, looped back
+        }
+        let message = match Message::decode(opened.kind, &opened.payload) {
+            Ok(m) => m,
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match message {
+            Message::Hello(hello) => self.on_hello(now, from, opened.instance, hello),
+            Message::Swim(bytes) => {
+                if self.foca.handle_data(&bytes, &mut self.rt).is_err() {
+                    self.counters.malformed += 1;
+                }
+                self.drain_foca(now);
+            }
+            Message::Records(Records { records }) => {
+                if let Some(first) = records.first() {
+                    self.track_instance(now, first.id, opened.instance);
+                }
+                for (i, record) in records.into_iter().enumerate() {
+                    // Only the sender speaks for itself; about others we only take records of
+                    // nodes foca knows are alive, so a dead node's last record cannot circulate.
+                    let about_member = self
+                        .alive
+                        .has_id(&SocketAddrV4::new(record.addr, self.config.port), &record.id);
+                    if i == 0 || about_member {
+                        self.offer(record, now);
+                    }
+                }
+            }
+            Message::SyncRequest => self.send_all_records(from),
+        }
+    }
+
+    /// Tells the cluster this node leaves on purpose (not a crash), then leaves.
+    pub fn leave(&mut self, now: Duration) {
+        self.update_record(|r| r.flags |= crate::record::FLAG_LEAVING);
+        let members: Vec<_> = self.alive.list.iter().map(|m| m.addr).collect();
+        let payload = Message::Records(Records {
+            records: vec![self.record.clone()],
+        });
+        for to in members {
+            self.send(to, &payload);
+        }
+        let _ = self.foca.leave_cluster(&mut self.rt);
+        self.drain_foca(now);
+    }
+
+    /// Takes `members` as alive without hearing from them: how the simulation starts from a
+    /// converged cluster of 10,000 nodes instead of spending minutes forming it.
+    pub fn assume_members(&mut self, members: &[Member], now: Duration) {
+        let updates = members
+            .iter()
+            .filter(|m| m.addr != self.me.addr)
+            .map(|m| foca::Member::alive(*m));
+        let _ = self.foca.apply_many(updates, false, &mut self.rt);
+        self.drain_foca(now);
+        self.expire(now);
+    }
+
+    /// This node, every member foca knows (alive, suspect or down), with what their records say.
+    pub fn view(&self) -> Vec<MemberView> {
+        let mut rows = vec![MemberView {
+            member: Some(self.me),
+            id: self.me.id,
+            state: if self.record.leaving() {
+                ViewState::Leaving
+            } else {
+                ViewState::This
+            },
+            record: Some(self.record.clone()),
+            last_seen: None,
+            conflicts: Vec::new(),
+        }];
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            let record = self.records.get(&id.id).map(|h| h.record.clone());
+            let leaving = record.as_ref().is_some_and(NodeRecord::leaving);
+            let state = match (m.state(), leaving) {
+                (State::Alive, false) => ViewState::Alive,
+                (State::Alive, true) => ViewState::Leaving,
+                (State::Suspect, _) => ViewState::Suspect,
+                (State::Down, false) => ViewState::Dead,
+                (State::Down, true) => ViewState::Left,
+            };
+            rows.push(MemberView {
+                member: Some(*id),
+                id: id.id,
+                state,
+                record,
+                last_seen: self.last_heard.get(&id.id).copied(),
+                conflicts: Vec::new(),
+            });
+        }
+        self.mark_conflicts(&mut rows);
+        rows
+    }
+
+    fn mark_conflicts(&self, rows: &mut [MemberView]) {
+        let live = |r: &MemberView| !matches!(r.state, ViewState::Dead | ViewState::Left);
+        let mut by_mac: HashMap<[u8; 6], HashSet<NodeId>> = HashMap::new();
+        let mut by_addr: HashMap<Ipv4Addr, HashSet<NodeId>> = HashMap::new();
+        for row in rows.iter().filter(|r| live(r)) {
+            if let Some(rec) = &row.record {
+                by_mac.entry(rec.mac).or_default().insert(row.id);
+                by_addr.entry(rec.addr).or_default().insert(row.id);
+            }
+        }
+        for row in rows.iter_mut() {
+            let mut kinds: Vec<ConflictKind> = self
+                .flagged
+                .iter()
+                .filter(|(id, _)| *id == row.id)
+                .map(|(_, k)| *k)
+                .collect();
+            if let (true, Some(rec)) = (live(row), &row.record) {
+                if by_mac.get(&rec.mac).is_some_and(|ids| ids.len() > 1) {
+                    kinds.push(ConflictKind::DuplicateMac);
+                }
+                if by_addr.get(&rec.addr).is_some_and(|ids| ids.len() > 1) {
+                    kinds.push(ConflictKind::DuplicateAddress);
+                }
+            }
+            kinds.sort();
+            kinds.dedup();
+            row.conflicts = kinds;
+        }
+    }
+
+    fn count_refused(&mut self, now: Duration, from: SocketAddrV4, err: &OpenError) {
+        let c = &mut self.counters;
+        match err {
+            OpenError::TooShort => c.too_short += 1,
+            OpenError::TooLarge => c.too_large += 1,
+            OpenError::NotClump => c.not_clump += 1,
+            OpenError::Version(_) => c.version += 1,
+            OpenError::Replay => c.replay += 1,
+            OpenError::Auth => {
+                c.auth += 1;
+                let entry = self.foreign.entry(*from.ip()).or_insert(Foreign {
+                    dropped: 0,
+                    last: now,
+                });
+                entry.dropped += 1;
+                entry.last = now;
+                let n = entry.dropped;
+                if REPORT_AT.contains(&n) || n.is_multiple_of(1000) {
+                    self.events.push_back(Event::Refused {
+                        from: *from.ip(),
+                        count: n,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, now: Duration, from: SocketAddrV4, instance: [u8; 16], hello: Hello) {
+        let sender = Member {
+            addr: from,
+            id: hello.record.id,
+            gen: hello.gen,
+        };
+        self.track_instance(now, sender.id, instance);
+        self.offer(hello.record, now);
+        let share = ANSWERS_WANTED / (self.alive.list.len().max(1) as f64);
+        let lucky = share >= 1.0 || self.rng.random_bool(share.clamp(0.0, 1.0));
+        if hello.want_reply && (!hello.broadcast || lucky) {
+            self.send_hello(from, false, false);
+        }
+        if !self.alive.contains(&sender) && (!self.joined || lucky) {
+            let _ = self.foca.announce(sender, &mut self.rt);
+            self.drain_foca(now);
+        }
+    }
+
+    fn offer(&mut self, record: NodeRecord, now: Duration) {
+        if record.id == self.me.id {
+            return;
+        }
+        self.last_heard.insert(record.id, now);
+        self.records.offer(record, now);
+    }
+
+    /// Two machines with one node id (cloned MACs) show up as two daemon instances whose
+    /// datagrams alternate; a restart switches instance once and never back.
+    fn track_instance(&mut self, now: Duration, id: NodeId, instance: [u8; 16]) {
+        if id == self.me.id && instance != self.sealer.instance() {
+            if self.flagged.insert((id, ConflictKind::DuplicateId)) {
+                self.events.push_back(Event::Conflict {
+                    id,
+                    kind: ConflictKind::DuplicateId,
+                });
+            }
+            return;
+        }
+        let track = self.instances.entry(id).or_insert_with(|| InstanceTrack {
+            current: instance,
+            ..Default::default()
+        });
+        track
+            .seen
+            .retain(|_, t| now.saturating_sub(*t) < DUPLICATE_WINDOW);
+        if track.current != instance {
+            let flipped_back = track.seen.contains_key(&instance);
+            track.current = instance;
+            if flipped_back && self.flagged.insert((id, ConflictKind::DuplicateId)) {
+                self.events.push_back(Event::Conflict {
+                    id,
+                    kind: ConflictKind::DuplicateId,
+                });
+            }
+        }
+        track.seen.insert(instance, now);
+    }
+
+    fn send_hello(&mut self, to: SocketAddrV4, want_reply: bool, broadcast: bool) {
+        let hello = Message::Hello(Hello {
+            record: self.record.clone(),
+            gen: self.me.gen,
+            want_reply,
+            broadcast,
+        });
+        self.counters.hello_sent += 1;
+        self.send(to, &hello);
+    }
+
+    fn send(&mut self, to: SocketAddrV4, message: &Message) {
+        match self.sealer.seal(message.kind(), &message.encode()) {
+            Ok(bytes) => {
+                self.counters.datagrams_out += 1;
+                self.counters.bytes_out += bytes.len() as u64;
+                self.out.push_back((to, bytes));
+            }
+            Err(err) => tracing::warn!(%err, kind = message.kind(), "datagram not sent"),
+        }
+    }
+
+    /// MOSIX's step: our record and the freshest others that fit, to one random live member.
+    fn gossip_records(&mut self) {
+        if self.alive.list.is_empty() {
+            return;
+        }
+        let pick = self.rng.random_range(0..self.alive.list.len());
+        let to = self.alive.list[pick].addr;
+        let batch = self.batch(
+            self.records
+                .freshest(64, &self.me.id)
+                .into_iter()
+                .cloned()
+                .collect(),
+        );
+        if let Some(first) = batch.into_iter().next() {
+            self.send(to, &Message::Records(Records { records: first }));
+        }
+    }
+
+    fn send_all_records(&mut self, to: SocketAddrV4) {
+        let others: Vec<NodeRecord> = self.records.iter().map(|h| h.record.clone()).collect();
+        for records in self.batch(others) {
+            self.send(to, &Message::Records(Records { records }));
+        }
+    }
+
+    /// Splits records into datagram-sized batches, each led by our own record.
+    fn batch(&self, others: Vec<NodeRecord>) -> Vec<Vec<NodeRecord>> {
+        let budget = Sealer::max_payload().saturating_sub(8);
+        let own_len = wire::record_len(&self.record);
+        let mut batches = Vec::new();
+        let mut current = vec![self.record.clone()];
+        let mut used = own_len;
+        for record in others {
+            let len = wire::record_len(&record);
+            if used + len > budget {
+                batches.push(std::mem::replace(&mut current, vec![self.record.clone()]));
+                used = own_len;
+            }
+            used += len;
+            current.push(record);
+        }
+        batches.push(current);
+        batches
+    }
+
+    fn expire(&mut self, now: Duration) {
+        let cutoff = now.saturating_sub(Duration::from_secs(60));
+        let alive: HashSet<NodeId> = self.alive.list.iter().map(|m| m.id).collect();
+        self.records.expire(cutoff, |id| alive.contains(id));
+        self.last_heard.retain(|id, t| *t >= cutoff || alive.contains(id));
+        self.instances.retain(|id, _| alive.contains(id));
+        let size = (self.alive.list.len() as u32 + 1).next_power_of_two();
+        if size != self.sized_for {
+            self.sized_for = size;
+            let _ = self
+                .foca
+                .set_config(foca_config(size, self.config.remove_down_after));
+        }
+    }
+
+    /// Turns what foca asked for into sealed datagrams, timers and events.
+    fn drain_foca(&mut self, now: Duration) {
+        while let Some((to, data)) = self.rt.to_send() {
+            self.send(to.addr, &Message::Swim(data.to_vec()));
+        }
+        while let Some((after, timer)) = self.rt.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.insert((now + after, self.timer_seq), timer);
+        }
+        while let Some(notification) = self.rt.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(m) => {
+                    self.alive.insert(m);
+                    self.last_heard.insert(m.id, now);
+                    self.events.push_back(Event::MemberUp(m));
+                }
+                OwnedNotification::MemberDown(m) => {
+                    self.alive.remove(&m);
+                    let left = self.records.get(&m.id).is_some_and(|h| h.record.leaving());
+                    self.events.push_back(Event::MemberDown { member: m, left });
+                }
+                OwnedNotification::Rename(old, new) => {
+                    if old.id != new.id {
+                        for id in [old.id, new.id] {
+                            if self.flagged.insert((id, ConflictKind::DuplicateAddress)) {
+                                self.events.push_back(Event::Conflict {
+                                    id,
+                                    kind: ConflictKind::DuplicateAddress,
+                                });
+                            }
+                        }
+                    }
+                    if self.alive.contains(&old) {
+                        self.alive.remove(&old);
+                        self.alive.insert(new);
+                    }
+                    self.events.push_back(Event::Renamed { old, new });
+                }
+                OwnedNotification::Active => {
+                    self.joined = true;
+                    self.events.push_back(Event::JoinedCluster);
+                    // Pull the full record table from one member instead of waiting for the
+                    // window to bring every record.
+                    if let Some(m) = self.alive.list.first().copied() {
+                        self.send(m.addr, &Message::SyncRequest);
+                    }
+                }
+                OwnedNotification::Idle => {
+                    self.joined = false;
+                    self.next_hello = now;
+                    self.events.push_back(Event::Alone);
+                }
+                OwnedNotification::Rejoin(m) => {
+                    self.me = m;
+                    self.events.push_back(Event::Rejoined(m));
+                }
+                OwnedNotification::Defunct => {
+                    // Cannot happen: identities renew. Logged in case foca changes.
+                    tracing::warn!("foca declared this identity defunct");
+                }
+            }
+        }
+    }
+}
+
+/// The subnet's broadcast address, if it has one (not /31, /32).
+pub fn broadcast_of(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Addr> {
+    if prefix_len >= 31 {
+        return None;
+    }
+    let host_mask = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(u32::MAX);
+    Some(Ipv4Addr::from(u32::from(addr) | host_mask))
+}
