@@ -9,6 +9,8 @@
 #   ./build.sh test                  fmt, clippy, unit tests, image, e2e boot tests
 #   ./build.sh demo                  builds, then boots one node in QEMU (out/demo/)
 #   ./build.sh clean [--all]         removes out/ (--all: the download cache too)
+#   all, iso, pxe, test, demo also take --key FILE: the cluster key (64 hex digits) to put in the
+#   image; without it out/cluster.key is used, and generated (0600) the first time.
 #
 # The kernel and the userland in the image come from Debian packages (apt-get download + dpkg-deb -x,
 # never installed on the host), cached in ${CLUMP_CACHE:-~/.cache/clump}. Build tools are installed
@@ -32,7 +34,7 @@ CRIU_MIN_VERSION=3.17.1-2+deb12u2
 COMPRESSION=${CLUMP_COMPRESSION:-zstd}
 
 # Host tools per task (Debian package names).
-PKGS_IMAGE=(cpio kmod xz-utils zstd binutils jq xorriso grub-pc-bin grub-efi-amd64-bin grub-common mtools)
+PKGS_IMAGE=(cpio kmod xz-utils zstd binutils jq python3 xorriso grub-pc-bin grub-efi-amd64-bin grub-common mtools)
 PKGS_TEST=(qemu-system-x86 ovmf ipxe-qemu dnsmasq-base iproute2)
 PKGS_KERNEL=(build-essential bc bison flex libelf-dev libssl-dev rsync python3)
 
@@ -40,6 +42,7 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%
 export LC_ALL=C
 
 KERNEL_FLAVOUR=debian   # or custom (--kernel custom)
+KEY_FILE=                # --key FILE; empty: out/cluster.key (generated if missing)
 APT_UPDATED=0
 declare -A PKG_VERSION=()   # Debian package -> version used in this build
 declare -A PKG_ROLE=()      # Debian package -> what it was used for
@@ -62,7 +65,7 @@ die() {
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 
-usage() { sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 # Runs a function with a header and its duration.
 step() {
@@ -190,16 +193,72 @@ deb_depends() {
 build_binaries() {
     ensure_cargo
     (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --locked --target "$TARGET" -p clump-init -p clump-cli -p clump-netd) ||
-        die "cargo build of clump-init/clump-cli/clump-netd failed"
+        cargo build --release --locked --target "$TARGET" -p clump-init -p clump-cli -p clump-netd \
+            -p clump-clumpd) ||
+        die "cargo build of clump-init/clump-cli/clump-netd/clump-clumpd failed"
     BIN_DIR=$ROOT/target/$TARGET/release
     local b
-    for b in init clump clump-netd; do
+    for b in init clump clump-netd clumpd; do
         [[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b was not built"
         if readelf -l "$BIN_DIR/$b" | grep -q 'Requesting program interpreter'; then
             die "$BIN_DIR/$b is dynamically linked (RUSTFLAGS crt-static not applied?)"
         fi
     done
+}
+
+# ------------------------------------------------------------------------------------------------
+# The cluster key (ARCHITECTURE.md, "The cluster key"): 256 bits as 64 hex digits. Never printed;
+# only its fingerprint is shown and recorded in manifest.json.
+
+# Reads a key file: 64 hex digits, surrounding whitespace allowed. Prints the key in lower case.
+read_key_file() {
+    local file=$1 shown=$2 text
+    [[ -f $file && -r $file ]] || die "cluster key $shown: no such readable file"
+    text=$(tr -d ' \t\r\n' <"$file")
+    if [[ ! $text =~ ^[0-9a-fA-F]{64}$ ]]; then
+        local what="${#text} characters"
+        [[ ${#text} == 64 ]] && what="64 characters, not all hex digits"
+        die "cluster key $shown: expected exactly 64 hex digits (a 256-bit key), the file holds $what" \
+            "(make one with: od -An -v -tx1 -N32 /dev/urandom | tr -d ' \\n' >FILE)"
+    fi
+    printf '%s\n' "${text,,}"
+}
+
+# First 8 hex digits of HKDF-SHA256(ikm = key, salt = "clump-v1", info = "clump fingerprint v1", L = 32)
+# (RFC 5869: PRK = HMAC(salt, ikm), OKM = T(1) = HMAC(PRK, info || 0x01)). The key goes on stdin.
+key_fingerprint() {
+    python3 -c '
+import hashlib, hmac, sys
+key = bytes.fromhex(sys.stdin.read().strip())
+prk = hmac.new(b"clump-v1", key, hashlib.sha256).digest()
+okm = hmac.new(prk, b"clump fingerprint v1" + b"\x01", hashlib.sha256).digest()
+print(okm.hex()[:8])
+' <<<"$1" || die "python3 could not compute the key fingerprint"
+}
+
+# Sets CLUSTER_KEY and CLUSTER_KEY_FINGERPRINT from --key FILE, else out/cluster.key, which is
+# generated (32 bytes of /dev/urandom, mode 0600) when it does not exist yet.
+resolve_cluster_key() {
+    local file shown
+    if [[ -n $KEY_FILE ]]; then
+        file=$KEY_FILE
+        shown=$KEY_FILE
+    else
+        file=$OUT/cluster.key
+        shown=out/cluster.key
+        if [[ ! -e $file ]]; then
+            local fresh
+            fresh=$(od -An -v -tx1 -N32 /dev/urandom | tr -d ' \n')
+            [[ $fresh =~ ^[0-9a-f]{64}$ ]] || die "could not read 32 random bytes from /dev/urandom"
+            (umask 077 && printf '%s\n' "$fresh" >"$file.tmp") && mv "$file.tmp" "$file"
+            info "generated a new cluster key in $shown (keep it: nodes with another key are refused)"
+        fi
+        chmod 0600 "$file"
+    fi
+    CLUSTER_KEY=$(read_key_file "$file" "$shown")
+    CLUSTER_KEY_FINGERPRINT=$(key_fingerprint "$CLUSTER_KEY")
+    [[ $CLUSTER_KEY_FINGERPRINT =~ ^[0-9a-f]{8}$ ]] || die "bad key fingerprint '$CLUSTER_KEY_FINGERPRINT'"
+    log "cluster key: $shown (fingerprint $CLUSTER_KEY_FINGERPRINT)"
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -274,7 +333,7 @@ stage_rootfs() {
     ROOTFS=$OUT/rootfs
     rm -rf "${ROOTFS:?}"
     mkdir -p "$ROOTFS"
-    (cd "$ROOTFS" && mkdir -p bin usr/sbin lib/x86_64-linux-gnu lib64 etc/clump proc sys dev run tmp root var)
+    (cd "$ROOTFS" && mkdir -p bin usr/sbin lib/x86_64-linux-gnu lib64 etc/clump proc sys dev run tmp root var/lib)
     chmod 1777 "$ROOTFS/tmp"
     chmod 0700 "$ROOTFS/root"
     # Scripts and the kernel's usermode helper (/sbin/modprobe) find the busybox applets here too.
@@ -284,6 +343,7 @@ stage_rootfs() {
     install -m 0755 "$BIN_DIR/init" "$ROOTFS/init"
     install -m 0755 "$BIN_DIR/clump" "$ROOTFS/bin/clump"
     install -m 0755 "$BIN_DIR/clump-netd" "$ROOTFS/bin/clump-netd"
+    install -m 0755 "$BIN_DIR/clumpd" "$ROOTFS/bin/clumpd"
 
     install -m 0755 "$BUSYBOX_DIR/bin/busybox" "$ROOTFS/bin/busybox"
     local applet n=0
@@ -302,6 +362,9 @@ stage_rootfs() {
     cp -R --no-preserve=ownership "$ROOT/image/rootfs/." "$ROOTFS/"
     chmod -R u=rwX,go=rX "${ROOTFS:?}/etc"
     printf 'version=%s\nkernel=%s\n' "$CLUMP_VERSION" "$KVER" >"$ROOTFS/etc/clump/release"
+    # The cluster key, readable by root only (after the chmod above); cpio keeps the mode.
+    (umask 077 && printf '%s\n' "$CLUSTER_KEY" >"$ROOTFS/etc/clump/cluster.key")
+    chmod 0600 "$ROOTFS/etc/clump/cluster.key"
 }
 
 # Copies criu and the closure of its ELF NEEDED libraries (from the downloaded library packages).
@@ -539,7 +602,7 @@ component_sizes() {
         "modules|^lib/modules"
         "criu|^usr/sbin/criu\$|^lib/x86_64-linux-gnu|^lib64"
         "busybox|^bin/busybox\$"
-        "clump|^init\$|^bin/clump\$|^bin/clump-netd\$"
+        "clump|^init\$|^bin/clump\$|^bin/clump-netd\$|^bin/clumpd\$"
     )
     mkdir -p "$CACHE/sizes"
     local json='{}'
@@ -686,7 +749,7 @@ write_manifest() {
         --argjson ksize "$(filesize "$KERNEL_IMAGE")" --arg ksha "$(sha256 "$KERNEL_IMAGE")" \
         --arg cmdline "$CMDLINE" --arg compression "$COMPRESSION" \
         --argjson isize "$(filesize "$INITRD")" --argjson iraw "$INITRD_RAW" \
-        --argjson nmod "$MODULE_COUNT" \
+        --argjson nmod "$MODULE_COUNT" --arg keyfp "$CLUSTER_KEY_FINGERPRINT" \
         --argjson packages "$pkgs_json" --argjson artefacts "$artefacts_json" --argjson comps "$comps_json" \
         '{
           clump_version: $version, git_commit: $commit, source_date_epoch: $epoch,
@@ -695,6 +758,7 @@ write_manifest() {
           initramfs: {compression: $compression, bytes: $isize, uncompressed_bytes: $iraw,
                       module_count: $nmod,
                       components: ($comps + {kernel_outside_initramfs: {bytes: $ksize}})},
+          cluster_key: {fingerprint: $keyfp},
           packages: $packages,
           artefacts: $artefacts
         }' >"$OUT/manifest.json"
@@ -716,7 +780,8 @@ prepare_image() {
     ensure_packages "${PKGS_IMAGE[@]}"
     CLUMP_VERSION=$(clump_version)
     mkdir -p "$OUT" "$CACHE"
-    step "cargo build (static init, clump)" build_binaries
+    resolve_cluster_key
+    step "cargo build (static init, clump, clump-netd, clumpd)" build_binaries
     step "kernel ($KERNEL_FLAVOUR)" resolve_kernel
     info "kernel $KVER (${KERNEL_PKG} ${PKG_VERSION[$KERNEL_PKG]:-})"
     step "userland packages" fetch_userland
@@ -725,12 +790,36 @@ prepare_image() {
     step "initramfs ($COMPRESSION)" make_initramfs
 }
 
-parse_kernel_opt() {
+# --key FILE (all, iso, pxe, test, demo). The path is made absolute: test and demo run elsewhere.
+parse_key_opt() {
+    [[ -n ${1:-} ]] || die "--key takes a file holding the cluster key (64 hex digits)"
+    [[ -f $1 ]] || die "--key $1: no such file"
+    KEY_FILE=$(realpath -- "$1")
+}
+
+parse_image_opts() {
     while (($#)); do
         case $1 in
         --kernel)
             [[ ${2:-} == custom || ${2:-} == debian ]] || die "--kernel takes 'custom' or 'debian'"
             KERNEL_FLAVOUR=$2
+            shift 2
+            ;;
+        --key)
+            parse_key_opt "${2:-}"
+            shift 2
+            ;;
+        *) die "unknown option: $1" ;;
+        esac
+    done
+}
+
+# Only --key (test, demo).
+parse_key_only() {
+    while (($#)); do
+        case $1 in
+        --key)
+            parse_key_opt "${2:-}"
             shift 2
             ;;
         *) die "unknown option: $1" ;;
@@ -739,7 +828,7 @@ parse_kernel_opt() {
 }
 
 cmd_all() {
-    parse_kernel_opt "$@"
+    parse_image_opts "$@"
     local t0
     t0=$(now)
     prepare_image
@@ -750,14 +839,14 @@ cmd_all() {
 }
 
 cmd_iso() {
-    parse_kernel_opt "$@"
+    parse_image_opts "$@"
     prepare_image
     step "iso" make_iso
     step "manifest" write_manifest
 }
 
 cmd_pxe() {
-    parse_kernel_opt "$@"
+    parse_image_opts "$@"
     prepare_image
     step "pxe" make_pxe
     step "manifest" write_manifest
@@ -863,6 +952,7 @@ test_step() {
 }
 
 cmd_test() {
+    parse_key_only "$@"
     need_root "./build.sh test (the e2e tests use network namespaces)"
     ensure_packages "${PKGS_IMAGE[@]}" "${PKGS_TEST[@]}"
     ensure_cargo
@@ -873,14 +963,19 @@ cmd_test() {
     test_step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
     test_step "unit tests" cargo test --workspace --locked --exclude clump-e2e
     test_step "check-kernel (stock Debian kernel)" "$ROOT/build.sh" check-kernel
-    test_step "build iso + pxe" "$ROOT/build.sh" all
+    local key_args=()
+    [[ -n $KEY_FILE ]] && key_args=(--key "$KEY_FILE")
+    test_step "build iso + pxe" "$ROOT/build.sh" all "${key_args[@]}"
     test_step "e2e tests" env CLUMP_OUT="$OUT" cargo test -p clump-e2e --locked -- --test-threads=1
     log "./build.sh test: all steps passed in $(elapsed "$t0")"
 }
 
 cmd_demo() {
+    parse_key_only "$@"
     ensure_packages "${PKGS_IMAGE[@]}" "${PKGS_TEST[@]}"
-    cmd_all
+    local key_args=()
+    [[ -n $KEY_FILE ]] && key_args=(--key "$KEY_FILE")
+    cmd_all "${key_args[@]}"
     ensure_cargo
     (cd "$ROOT" && cargo run --release --locked -p clump-lab -- demo --out "$OUT/demo") || die "demo failed"
 }
