@@ -19,6 +19,7 @@ pub const LOG_FILE: &str = "/run/clump/init.log";
 pub fn run(signals: Signals) -> ! {
     log::stage("start");
     let failed_mounts = mounts::mount_all();
+    let failed_dirs = mounts::make_dirs(std::path::Path::new("/"));
     log::attach_devices();
     if let Err(e) = log::attach_file(std::path::Path::new(LOG_FILE)) {
         tracing::warn!(error = %e, "no log file: `clump log` will be empty");
@@ -29,6 +30,9 @@ pub fn run(signals: Signals) -> ! {
     log::stage("mounts");
     if failed_mounts > 0 {
         tracing::warn!(failed = failed_mounts, "some filesystems are missing");
+    }
+    if failed_dirs > 0 {
+        tracing::warn!(failed = failed_dirs, "some service directories are missing");
     }
 
     if let Err(e) = rustix::system::sethostname(b"clump") {
@@ -50,17 +54,18 @@ pub fn run(signals: Signals) -> ! {
     let mut supervisor = Supervisor::default();
     let mut spawner = ProcessSpawner;
     let now = clock::since_boot();
-    let netd = chosen.is_some() && std::path::Path::new(services::NETD).exists();
-    if netd {
-        // A NIC that was named, or that network-booted the node, is the one to use; otherwise
-        // DHCP runs on every NIC with carrier and the first lease wins.
-        let iface = chosen
-            .as_ref()
-            .filter(|_| cfg.iface.is_some() || cfg.boot_mac.is_some())
-            .map(|c| c.nic.name.as_str());
-        supervisor.add(services::netd(iface, cfg.static_ip.as_deref()), now);
-    } else if chosen.is_some() {
+    let network = services::network(chosen.as_ref().map(|c| c.nic.name.as_str()), &cfg, |p| {
+        std::path::Path::new(p).exists()
+    });
+    let netd = network.iter().any(|s| s.name == "netd");
+    if chosen.is_some() && !netd {
         tracing::warn!("this image has no network service: no address");
+    }
+    if chosen.is_some() && !network.iter().any(|s| s.name == "clumpd") {
+        tracing::warn!("this image has no runtime daemon (clumpd): the node joins no cluster");
+    }
+    for spec in network {
+        supervisor.add(spec, now);
     }
     for spec in services::shells(&cfg) {
         supervisor.add(spec, now);

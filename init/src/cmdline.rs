@@ -52,6 +52,7 @@ const SERVICE_OPTIONS: &[&str] = &[
     "clump.ip",
     "clump.probe",
     "clump.key",
+    "clump.port",
     "clump.window",
     "clump.name",
 ];
@@ -176,7 +177,7 @@ mod tests {
     #[test]
     fn clump_options() {
         let (cfg, w) = parse(
-            "clump.shell=off clump.carrier_wait=2500 clump.modules=e1000,,tun clump.blacklist=bochs modprobe.blacklist=nouveau clump.iface=eth1 clump.addr_wait=3000 clump.key=\"a b\"",
+            "clump.shell=off clump.carrier_wait=2500 clump.modules=e1000,,tun clump.blacklist=bochs modprobe.blacklist=nouveau clump.iface=eth1 clump.addr_wait=3000 clump.key=\"a b\" clump.port=7272",
         );
         assert!(w.is_empty(), "{w:?}");
         assert!(!cfg.shell);
@@ -186,6 +187,7 @@ mod tests {
         assert_eq!(cfg.iface.as_deref(), Some("eth1"));
         assert_eq!(cfg.addr_wait, Duration::from_secs(3));
         assert_eq!(cfg.options.get("clump.key").map(String::as_str), Some("a b"));
+        assert_eq!(cfg.options.get("clump.port").map(String::as_str), Some("7272"));
     }
 
     #[test]

@@ -69,6 +69,24 @@ const TABLE: &[Mount] = &[
     m("cgroup2", "/sys/fs/cgroup", "cgroup2", SECURE, c"nsdelegate"),
 ];
 
+/// Directories the services write to, made after the mounts (`/` is the initramfs, writable; `/run`
+/// a tmpfs): PID 1's log and netd's lease in /run/clump, clumpd's `mosix.map` in /etc/clump, state
+/// in /var/lib.
+pub const DIRS: &[&str] = &["/run/clump", "/etc/clump", "/var/lib"];
+
+/// Creates [`DIRS`] under `root` (`/` on a node). Returns how many could not be made.
+pub fn make_dirs(root: &Path) -> usize {
+    let mut failed = 0;
+    for dir in DIRS {
+        let path = root.join(dir.trim_start_matches('/'));
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            failed += 1;
+            tracing::warn!(dir = %path.display(), error = %e, "cannot create directory");
+        }
+    }
+    failed
+}
+
 /// Mounts the table. Returns how many mounts failed.
 pub fn mount_all() -> usize {
     let mut failed = 0;
@@ -98,5 +116,26 @@ fn is_mountpoint(path: &str) -> bool {
     match (std::fs::metadata(path), std::fs::metadata(parent)) {
         (Ok(a), Ok(b)) => std::os::unix::fs::MetadataExt::dev(&a) != std::os::unix::fs::MetadataExt::dev(&b),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_directories_are_made_under_the_root() {
+        let root = std::env::temp_dir().join(format!("clump-init-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        assert_eq!(make_dirs(&root), 0);
+        assert_eq!(make_dirs(&root), 0, "existing directories are fine");
+        for dir in ["run/clump", "etc/clump", "var/lib"] {
+            assert!(root.join(dir).is_dir(), "{dir}");
+        }
+        // A file where a directory should be is reported, not fatal.
+        std::fs::remove_dir_all(root.join("var")).unwrap();
+        std::fs::write(root.join("var"), b"").unwrap();
+        assert_eq!(make_dirs(&root), 1);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
