@@ -1,5 +1,6 @@
 //! Network interfaces of a node: finding the Ethernet NICs (sysfs) and configuring them (rtnetlink).
 
+pub mod arp;
 pub mod dhcp;
 pub mod frame;
 pub mod ipv4ll;
