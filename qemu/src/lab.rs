@@ -322,6 +322,7 @@ impl Lab {
     /// backend the spec named is replaced). Without a workdir in the spec, the node's files go to
     /// `<lab dir>/<node name>/`. Returns the node's index.
     pub fn start_node(&mut self, mut spec: NodeSpec) -> Result<usize> {
+        spec.check()?;
         if spec.medium == crate::spec::Medium::Pxe && self.config.tftp_root.is_none() {
             return Err(Error::Spec(format!(
                 "node {}: PXE boot needs a lab with a TFTP root (LabConfig::tftp_root)",

@@ -52,6 +52,7 @@ pub struct Node {
 impl Node {
     /// Starts QEMU for `spec` and connects to its serial console and QMP socket.
     pub fn start(spec: NodeSpec) -> Result<Node> {
+        spec.check()?;
         let (layout, tempdir) = prepare_workdir(spec.workdir.as_deref())?;
         let ovmf = match spec.firmware {
             Firmware::Uefi => {

@@ -93,16 +93,12 @@ pub fn qemu_args(spec: &NodeSpec, layout: &Layout, ovmf_code: Option<&Path>) -> 
             ]);
             args.push(["-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0"]);
         }
-        Medium::Kernel {
-            kernel,
-            initrd,
-            append,
-        } => {
+        Medium::Kernel { kernel, initrd, .. } => {
             args.push(["-kernel"]);
             args.os([kernel.into()]);
             args.push(["-initrd"]);
             args.os([initrd.into()]);
-            args.push(["-append", append]);
+            args.push(["-append", &spec.kernel_cmdline().unwrap_or_default()]);
         }
         // The first NIC is the boot device (below); no disk at all.
         Medium::Pxe => {}
@@ -260,6 +256,10 @@ mod tests {
         let args = qemu_args(&spec, &Layout::new(Path::new("/w")), None);
         let i = args.iter().position(|a| a == "-append").unwrap();
         assert_eq!(args[i + 1], "a b=c");
+        let spec = spec.cmdline("clump.key=ab").cmdline("x=\"y z\"");
+        let args = qemu_args(&spec, &Layout::new(Path::new("/w")), None);
+        let i = args.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(args[i + 1], "a b=c clump.key=ab x=\"y z\"");
         assert!(joined(&spec, None).contains("-kernel /p/vmlinuz -initrd /p/initrd.img"));
     }
 }

@@ -226,6 +226,10 @@ pub struct NodeSpec {
     /// Where the serial log, sockets and firmware variables go; a temporary directory (removed when
     /// the node is dropped) when `None`.
     pub workdir: Option<PathBuf>,
+    /// Options added to the kernel command line (e.g. `clump.key=<64 hex>`). Direct kernel boot
+    /// ([`Medium::Kernel`]) only: GRUB and iPXE take theirs from the image, so [`crate::Node::start`]
+    /// refuses extra options for any other medium.
+    pub extra_cmdline: Vec<String>,
 }
 
 impl NodeSpec {
@@ -239,6 +243,7 @@ impl NodeSpec {
             cpus: 1,
             nics: Vec::new(),
             workdir: None,
+            extra_cmdline: Vec::new(),
         }
     }
 
@@ -273,6 +278,41 @@ impl NodeSpec {
     pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.workdir = Some(dir.into());
         self
+    }
+
+    /// Adds an option to the kernel command line (direct kernel boot only; see
+    /// [`NodeSpec::extra_cmdline`]).
+    pub fn cmdline(mut self, option: impl Into<String>) -> Self {
+        self.extra_cmdline.push(option.into());
+        self
+    }
+
+    /// The whole kernel command line QEMU passes (`-append`): the medium's, then the extra options.
+    /// `None` for media that boot through firmware and a boot loader.
+    pub fn kernel_cmdline(&self) -> Option<String> {
+        let Medium::Kernel { append, .. } = &self.medium else {
+            return None;
+        };
+        let mut line = append.clone();
+        for option in &self.extra_cmdline {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(option);
+        }
+        Some(line)
+    }
+
+    /// Checks what [`crate::Node::start`] cannot do: extra kernel options without direct kernel boot.
+    pub fn check(&self) -> Result<()> {
+        if !self.extra_cmdline.is_empty() && self.kernel_cmdline().is_none() {
+            return Err(Error::Spec(format!(
+                "node {}: extra kernel command line options ({}) need direct kernel boot (medium kernel)",
+                self.name,
+                self.extra_cmdline.join(" ")
+            )));
+        }
+        Ok(())
     }
 
     /// The network namespace QEMU must run in: the one of the node's tap NICs, if it has any.
@@ -319,6 +359,25 @@ mod tests {
         assert_ne!(a0, Mac::derived("node2", 0));
         assert!(a0.to_string().starts_with("52:54:00:"));
         assert_eq!(a0.to_string().len(), 17);
+    }
+
+    #[test]
+    fn extra_options_go_on_the_kernel_command_line_of_a_direct_boot_only() {
+        let kernel = Medium::Kernel {
+            kernel: "/p/vmlinuz".into(),
+            initrd: "/p/initrd.img".into(),
+            append: NODE_CMDLINE.into(),
+        };
+        let spec = NodeSpec::new("n", Firmware::Bios, kernel).cmdline("clump.key=00ff");
+        assert!(spec.check().is_ok());
+        assert_eq!(
+            spec.kernel_cmdline().unwrap(),
+            format!("{NODE_CMDLINE} clump.key=00ff")
+        );
+        let cd = NodeSpec::new("n", Firmware::Bios, Medium::Cd("x.iso".into()));
+        assert!(cd.check().is_ok() && cd.kernel_cmdline().is_none());
+        let err = cd.cmdline("clump.shell=off").check().unwrap_err().to_string();
+        assert!(err.contains("clump.shell=off") && err.contains("kernel"), "{err}");
     }
 
     #[test]

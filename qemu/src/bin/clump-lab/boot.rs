@@ -15,6 +15,8 @@ pub struct Options {
     pub nics: Vec<NicModel>,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// Extra kernel command line options (direct kernel boot only).
+    pub append: Vec<String>,
     pub workdir: Option<PathBuf>,
 }
 
@@ -41,6 +43,9 @@ pub fn run(opts: Options) -> Result<()> {
     };
     for model in nics {
         spec = spec.nic(model);
+    }
+    for option in opts.append {
+        spec = spec.cmdline(option);
     }
     if let Some(dir) = opts.workdir {
         spec = spec.workdir(dir);

@@ -36,6 +36,10 @@ enum Command {
         /// Number of virtual CPUs.
         #[arg(long, default_value_t = 1)]
         cpus: u32,
+        /// An option for the kernel command line (repeat for several), e.g. clump.key=<64 hex>;
+        /// direct kernel boot (--medium kernel) only.
+        #[arg(long = "append", value_name = "OPTION")]
+        append: Vec<String>,
         /// Keep the node's files (serial log, sockets, QEMU output) here instead of a temporary directory.
         #[arg(long)]
         workdir: Option<PathBuf>,
@@ -59,6 +63,10 @@ enum Command {
         /// Number of virtual CPUs of each node.
         #[arg(long, default_value_t = 1)]
         cpus: u32,
+        /// An option for the kernel command line of every node (repeat for several), e.g. clump.key=<64 hex>;
+        /// direct kernel boot (--medium kernel) only.
+        #[arg(long = "append", value_name = "OPTION")]
+        append: Vec<String>,
         /// Keep the lab's files (dnsmasq's log and leases, one directory per node) here.
         #[arg(long)]
         workdir: Option<PathBuf>,
@@ -88,12 +96,14 @@ fn main() -> ExitCode {
             nics,
             memory_mib,
             cpus,
+            append,
             workdir,
         } => boot::run(boot::Options {
             medium,
             nics,
             memory_mib,
             cpus,
+            append,
             workdir,
         }),
         Command::Up {
@@ -102,6 +112,7 @@ fn main() -> ExitCode {
             nics,
             memory_mib,
             cpus,
+            append,
             workdir,
         } => up::run(up::Options {
             count,
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
             nics,
             memory_mib,
             cpus,
+            append,
             workdir,
         }),
         Command::Demo { out } => demo::run(out),

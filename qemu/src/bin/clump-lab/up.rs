@@ -18,6 +18,8 @@ pub struct Options {
     pub nics: Vec<NicModel>,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// Extra kernel command line options (direct kernel boot only).
+    pub append: Vec<String>,
     pub workdir: Option<PathBuf>,
 }
 
@@ -52,10 +54,13 @@ pub fn run(opts: Options) -> Result<()> {
     };
     for i in 0..opts.count {
         let model = models[i % models.len()];
-        let spec = NodeSpec::from_artefacts(format!("node{}", i + 1), opts.medium, &artefacts)?
+        let mut spec = NodeSpec::from_artefacts(format!("node{}", i + 1), opts.medium, &artefacts)?
             .memory_mib(opts.memory_mib)
             .cpus(opts.cpus)
             .nic(model);
+        for option in &opts.append {
+            spec = spec.cmdline(option.clone());
+        }
         lab.start_node(spec)?;
     }
     eprintln!(
