@@ -128,10 +128,11 @@ pub enum ViewState {
     Left,
 }
 
+/// Usually one instance per node id; a short list, not a map, keeps 10,000 of them small.
 #[derive(Debug, Default)]
 struct InstanceTrack {
     current: [u8; 16],
-    seen: HashMap<[u8; 16], Duration>,
+    seen: Vec<([u8; 16], Duration)>,
 }
 
 /// Live members, indexable in O(1) for random choice: at 10,000 nodes, walking foca's list
@@ -586,7 +587,10 @@ impl Cluster {
                 });
             }
         }
-        track.seen.insert(instance, now);
+        match track.seen.iter_mut().find(|(i, _)| *i == instance) {
+            Some(entry) => entry.1 = now,
+            None => track.seen.push((instance, now)),
+        }
     }
 
     fn send_hello(&mut self, to: SocketAddrV4, want_reply: bool, broadcast: bool) {

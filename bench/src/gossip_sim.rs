@@ -1,0 +1,145 @@
+//! The real membership code (`clump-cluster`) over a simulated network: how fast a join and a
+//! death reach every node, how many false deaths, and how many bytes a node sends, for clusters of
+//! 10 to 10,000 nodes. Prints a Markdown table for BENCHMARKS.md.
+
+use anyhow::Result;
+use clap::Parser;
+use clump_cluster::sim::{Network, Sim};
+use clump_cluster::{Config, Event, Member};
+use clump_seal::ClusterKey;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Cluster sizes to simulate.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    nodes: Vec<usize>,
+    /// Datagram loss, 0..1.
+    #[arg(long, default_value_t = 0.05)]
+    loss: f64,
+    /// Steady-state seconds over which traffic and false deaths are counted.
+    #[arg(long, default_value_t = 30)]
+    steady: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+struct Outcome {
+    n: usize,
+    join: Option<Duration>,
+    death: Option<Duration>,
+    false_deaths: usize,
+    bytes_per_node_s: f64,
+    datagrams_per_node_s: f64,
+    wall: Duration,
+}
+
+/// Runs in steps until `done` holds for every running node but `except`, or `limit` passes.
+fn until_all(sim: &mut Sim, except: &[usize], limit: Duration, mut done: impl FnMut(&Event) -> bool) -> Option<Duration> {
+    let start = sim.now;
+    let mut seen: Vec<usize> = vec![0; sim.len()];
+    let mut ok: Vec<bool> = vec![false; sim.len()];
+    for &e in except {
+        if let Some(slot) = ok.get_mut(e) {
+            *slot = true;
+        }
+    }
+    while sim.now - start < limit {
+        sim.run_for(Duration::from_millis(50));
+        for (i, node) in sim.running() {
+            if ok[i] {
+                continue;
+            }
+            if node.events[seen[i]..].iter().any(|(_, e)| done(e)) {
+                ok[i] = true;
+            }
+            seen[i] = node.events.len();
+        }
+        if std::env::var_os("SIM_TRACE").is_some() {
+            let k = sim.running().filter(|(i, _)| ok[*i]).count();
+            eprintln!("t={:.2} {k}/{}", (sim.now - start).as_secs_f64(), sim.running().count());
+        }
+        if sim.running().all(|(i, _)| ok[i]) {
+            return Some(sim.now - start);
+        }
+    }
+    None
+}
+
+fn run(n: usize, loss: f64, steady: u64, seed: u64) -> Outcome {
+    let wall = Instant::now();
+    let key = ClusterKey::from_hex(&"5a".repeat(32)).unwrap_or_else(|_| ClusterKey::generate());
+    let net = Network { loss, ..Network::default() };
+    let mut sim = Sim::new(key, Config::default(), net, seed);
+    for i in 0..n {
+        sim.start(i, None);
+    }
+    sim.converge_instantly();
+    sim.run_for(Duration::from_secs(5));
+
+    // Steady state: traffic and false deaths.
+    let bytes0: u64 = sim.bytes_sent.iter().sum();
+    let dgrams0: u64 = sim.datagrams_sent.iter().sum();
+    let events0: Vec<usize> = sim.running().map(|(_, node)| node.events.len()).collect();
+    sim.run_for(Duration::from_secs(steady));
+    let bytes = sim.bytes_sent.iter().sum::<u64>() - bytes0;
+    let dgrams = sim.datagrams_sent.iter().sum::<u64>() - dgrams0;
+    let false_deaths = sim
+        .running()
+        .zip(events0)
+        .map(|((_, node), from)| node.events[from..].iter().filter(|(_, e)| matches!(e, Event::MemberDown { .. })).count())
+        .sum();
+
+    // A join: node n boots, its sweep finds one member.
+    sim.start(n, None);
+    sim.found_hosts(n, &[(seed as usize * 7919) % n]);
+    let newcomer: Option<Member> = sim.member(n);
+    let join = until_all(&mut sim, &[n], Duration::from_secs(60), |e| {
+        matches!(e, Event::MemberUp(m) if Some(*m) == newcomer)
+    });
+
+    // A death: a node loses power.
+    let victim = (seed as usize * 104_729) % n;
+    let dead = sim.member(victim);
+    sim.kill(victim);
+    let death = until_all(&mut sim, &[], Duration::from_secs(120), |e| {
+        matches!(e, Event::MemberDown { member, .. } if Some(*member) == dead)
+    });
+
+    let secs = steady as f64;
+    Outcome {
+        n,
+        join,
+        death,
+        false_deaths,
+        bytes_per_node_s: bytes as f64 / n as f64 / secs,
+        datagrams_per_node_s: dgrams as f64 / n as f64 / secs,
+        wall: wall.elapsed(),
+    }
+}
+
+fn fmt(d: Option<Duration>) -> String {
+    d.map_or("not within limit".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    println!("loss {:.0} %, latency 0.2-0.5 ms one way, steady state {} s, seed {}", args.loss * 100.0, args.steady, args.seed);
+    println!();
+    println!("| nodes | join known everywhere | death known everywhere | false deaths | bytes/node/s | datagrams/node/s | wall time |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &args.nodes {
+        let o = run(n, args.loss, args.steady, args.seed);
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.1} | {:.0} s |",
+            o.n,
+            fmt(o.join),
+            fmt(o.death),
+            o.false_deaths,
+            o.bytes_per_node_s,
+            o.datagrams_per_node_s,
+            o.wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}
