@@ -576,9 +576,9 @@ impl Cluster {
         });
         track
             .seen
-            .retain(|_, t| now.saturating_sub(*t) < DUPLICATE_WINDOW);
+            .retain(|(_, t)| now.saturating_sub(*t) < DUPLICATE_WINDOW);
         if track.current != instance {
-            let flipped_back = track.seen.contains_key(&instance);
+            let flipped_back = track.seen.iter().any(|(i, _)| *i == instance);
             track.current = instance;
             if flipped_back && self.flagged.insert((id, ConflictKind::DuplicateId)) {
                 self.events.push_back(Event::Conflict {
