@@ -1,19 +1,27 @@
 //! `clump`: the command people type on a node.
 
+mod cluster;
 mod log;
 mod power;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(name = "clump", version, about = "Control a Clump cluster node")]
+#[derive(Parser, Debug)]
+#[command(
+    name = "clump",
+    version,
+    about = "Control a Clump cluster node",
+    after_help = "Environment:\n  \
+        CLUMP_API_SOCKET  clumpd's socket (default /run/clump/clumpd.sock); when clumpd does\n                    \
+        not answer, `clump nodes` shows the nodes.json beside it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Debug, PartialEq)]
 enum Command {
     /// Print the node's boot and service log (PID 1's ring buffer).
     Log {
@@ -24,24 +32,182 @@ enum Command {
         #[arg(short = 'n', long)]
         lines: Option<usize>,
     },
+    /// Show the nodes of the cluster as this node sees them.
+    Nodes {
+        /// Print the node map as JSON (the shape of /run/clump/nodes.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change this node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Print what happened in the cluster (nodes joining, leaving, dying, conflicts).
+    Events {
+        /// Only the events after this sequence number (the `#N` of a line).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        since: u64,
+        /// Keep printing new events as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per event and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the counters of clumpd and its gossip layer.
+    Stats {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shut the node down in order and power it off.
     Poweroff,
     /// Shut the node down in order and restart it.
     Reboot,
 }
 
+#[derive(Subcommand, Debug, PartialEq)]
+enum NodeCommand {
+    /// Fix the speed this node announces (root only), or go back to the measured one.
+    SetSpeed {
+        /// The speed to announce, 1 to 1000000 (bigger is faster).
+        #[arg(
+            value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+            required_unless_present = "measured"
+        )]
+        speed: Option<u32>,
+        /// Announce the measured speed again.
+        #[arg(long, conflicts_with = "speed")]
+        measured: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let socket = clump_api::socket_path();
     let result = match cli.command {
         Command::Log { follow, lines } => log::print(std::path::Path::new(log::LOG_FILE), lines, follow),
+        Command::Nodes { json } => cluster::nodes(&socket, json),
+        Command::Node {
+            command: NodeCommand::SetSpeed { speed, .. },
+        } => cluster::set_speed(&socket, speed),
+        Command::Events { since, follow, json } => cluster::events(&socket, since, follow, json),
+        Command::Stats { json } => cluster::stats(&socket, json),
         Command::Poweroff => power::request(power::Action::PowerOff),
         Command::Reboot => power::request(power::Action::Reboot),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`clump events -f | head`): nothing left to say to anyone.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("clump: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("clump").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn the_command_line_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn nodes_and_stats() {
+        assert_eq!(parse(&["nodes"]).unwrap(), Command::Nodes { json: false });
+        assert_eq!(
+            parse(&["nodes", "--json"]).unwrap(),
+            Command::Nodes { json: true }
+        );
+        assert_eq!(parse(&["stats"]).unwrap(), Command::Stats { json: false });
+        assert_eq!(
+            parse(&["stats", "--json"]).unwrap(),
+            Command::Stats { json: true }
+        );
+        assert!(parse(&["nodes", "extra"]).is_err());
+    }
+
+    #[test]
+    fn events() {
+        assert_eq!(
+            parse(&["events"]).unwrap(),
+            Command::Events {
+                since: 0,
+                follow: false,
+                json: false
+            }
+        );
+        assert_eq!(
+            parse(&["events", "--since", "42", "-f"]).unwrap(),
+            Command::Events {
+                since: 42,
+                follow: true,
+                json: false
+            }
+        );
+        assert_eq!(
+            parse(&["events", "--follow", "--json"]).unwrap(),
+            Command::Events {
+                since: 0,
+                follow: true,
+                json: true
+            }
+        );
+        assert!(parse(&["events", "--since", "-1"]).is_err());
+    }
+
+    #[test]
+    fn set_speed_takes_a_figure_in_range_or_measured() {
+        let set = |speed, measured| Command::Node {
+            command: NodeCommand::SetSpeed { speed, measured },
+        };
+        assert_eq!(
+            parse(&["node", "set-speed", "5000"]).unwrap(),
+            set(Some(5000), false)
+        );
+        assert_eq!(parse(&["node", "set-speed", "1"]).unwrap(), set(Some(1), false));
+        assert_eq!(
+            parse(&["node", "set-speed", "1000000"]).unwrap(),
+            set(Some(1_000_000), false)
+        );
+        assert_eq!(
+            parse(&["node", "set-speed", "--measured"]).unwrap(),
+            set(None, true)
+        );
+        for bad in [
+            &["node", "set-speed"][..],
+            &["node", "set-speed", "0"],
+            &["node", "set-speed", "1000001"],
+            &["node", "set-speed", "fast"],
+            &["node", "set-speed", "5000", "--measured"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_through_context() {
+        use anyhow::Context;
+        let e = Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing")
+            .unwrap_err();
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("clumpd is not running")));
     }
 }
