@@ -35,7 +35,12 @@ struct Outcome {
 }
 
 /// Runs in steps until `done` holds for every running node but `except`, or `limit` passes.
-fn until_all(sim: &mut Sim, except: &[usize], limit: Duration, mut done: impl FnMut(&Event) -> bool) -> Option<Duration> {
+fn until_all(
+    sim: &mut Sim,
+    except: &[usize],
+    limit: Duration,
+    mut done: impl FnMut(&Event) -> bool,
+) -> Option<Duration> {
     let start = sim.now;
     let mut seen: Vec<usize> = vec![0; sim.len()];
     let mut ok: Vec<bool> = vec![false; sim.len()];
@@ -57,7 +62,11 @@ fn until_all(sim: &mut Sim, except: &[usize], limit: Duration, mut done: impl Fn
         }
         if std::env::var_os("SIM_TRACE").is_some() {
             let k = sim.running().filter(|(i, _)| ok[*i]).count();
-            eprintln!("t={:.2} {k}/{}", (sim.now - start).as_secs_f64(), sim.running().count());
+            eprintln!(
+                "t={:.2} {k}/{}",
+                (sim.now - start).as_secs_f64(),
+                sim.running().count()
+            );
         }
         if sim.running().all(|(i, _)| ok[i]) {
             return Some(sim.now - start);
@@ -69,7 +78,10 @@ fn until_all(sim: &mut Sim, except: &[usize], limit: Duration, mut done: impl Fn
 fn run(n: usize, loss: f64, steady: u64, seed: u64) -> Outcome {
     let wall = Instant::now();
     let key = ClusterKey::from_hex(&"5a".repeat(32)).unwrap_or_else(|_| ClusterKey::generate());
-    let net = Network { loss, ..Network::default() };
+    let net = Network {
+        loss,
+        ..Network::default()
+    };
     let mut sim = Sim::new(key, Config::default(), net, seed);
     for i in 0..n {
         sim.start(i, None);
@@ -87,24 +99,35 @@ fn run(n: usize, loss: f64, steady: u64, seed: u64) -> Outcome {
     let false_deaths = sim
         .running()
         .zip(events0)
-        .map(|((_, node), from)| node.events[from..].iter().filter(|(_, e)| matches!(e, Event::MemberDown { .. })).count())
+        .map(|((_, node), from)| {
+            node.events[from..]
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::MemberDown { .. }))
+                .count()
+        })
         .sum();
 
     // A join: node n boots, its sweep finds one member.
     sim.start(n, None);
     sim.found_hosts(n, &[(seed as usize * 7919) % n]);
     let newcomer: Option<Member> = sim.member(n);
-    let join = until_all(&mut sim, &[n], Duration::from_secs(60), |e| {
-        matches!(e, Event::MemberUp(m) if Some(*m) == newcomer)
-    });
+    let join = until_all(
+        &mut sim,
+        &[n],
+        Duration::from_secs(60),
+        |e| matches!(e, Event::MemberUp(m) if Some(*m) == newcomer),
+    );
 
     // A death: a node loses power.
     let victim = (seed as usize * 104_729) % n;
     let dead = sim.member(victim);
     sim.kill(victim);
-    let death = until_all(&mut sim, &[], Duration::from_secs(120), |e| {
-        matches!(e, Event::MemberDown { member, .. } if Some(*member) == dead)
-    });
+    let death = until_all(
+        &mut sim,
+        &[],
+        Duration::from_secs(120),
+        |e| matches!(e, Event::MemberDown { member, .. } if Some(*member) == dead),
+    );
 
     let secs = steady as f64;
     Outcome {
@@ -124,7 +147,12 @@ fn fmt(d: Option<Duration>) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    println!("loss {:.0} %, latency 0.2-0.5 ms one way, steady state {} s, seed {}", args.loss * 100.0, args.steady, args.seed);
+    println!(
+        "loss {:.0} %, latency 0.2-0.5 ms one way, steady state {} s, seed {}",
+        args.loss * 100.0,
+        args.steady,
+        args.seed
+    );
     println!();
     println!("| nodes | join known everywhere | death known everywhere | false deaths | bytes/node/s | datagrams/node/s | wall time |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");

@@ -1,5 +1,10 @@
-//! The runtime daemon's parts; `main.rs` is the event loop that ties them together.
+//! The runtime daemon's parts; `main.rs` starts them and `daemon.rs` is the event loop.
 
+pub mod api_server;
+pub mod config;
+pub mod daemon;
+pub mod lease;
+pub mod nodemap;
 pub mod sample;
 pub mod speed;
 pub mod sweep;

@@ -1,1 +1,161 @@
-fn main() {}
+//! `clumpd`, the runtime daemon of a Clump node (supervised by PID 1): waits for the lease, joins
+//! the cluster, keeps the node map, serves the local API.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use clump_api::MapState;
+use clump_clumpd::api_server::{self, Hub};
+use clump_clumpd::config::Options;
+use clump_clumpd::daemon::{self, Daemon, Exit, Paths};
+use clump_clumpd::{lease, nodemap};
+use clump_seal::ClusterKey;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use rustix::event::{poll, PollFd, PollFlags};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clumpd",
+    about = "The Clump runtime daemon: discovery, membership, node map, local API"
+)]
+struct Args {
+    /// Kernel command line to read `clump.*` options from.
+    #[arg(long, default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// The cluster key file used when the command line has no `clump.key=`.
+    #[arg(long, default_value = "/etc/clump/cluster.key")]
+    key_file: PathBuf,
+    #[arg(long, default_value = lease::LEASE_FILE)]
+    lease: PathBuf,
+    #[arg(long, default_value = clump_api::NODES_FILE)]
+    nodes_json: PathBuf,
+    #[arg(long, default_value = clump_api::mosix_map::MAP_FILE)]
+    mosix_map: PathBuf,
+    #[arg(long, default_value = clump_api::SOCKET)]
+    socket: PathBuf,
+    /// Where a speed set with `clump node set-speed` is kept across daemon restarts.
+    #[arg(long, default_value = "/run/clump/speed")]
+    speed_override: PathBuf,
+    /// A node id kept on persistent storage; without one the id derives from the MAC.
+    #[arg(long, default_value = "/var/lib/clump/node-id")]
+    node_id: PathBuf,
+    /// Overrides `clump.port=`.
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+struct BootTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for BootTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let t = daemon::mono();
+        write!(w, "clumpd: [{:>5}.{:03}]", t.as_secs(), t.subsec_millis())
+    }
+}
+
+/// The key from `clump.key=`, else from the image's key file.
+fn load_key(cmdline: &str, key_file: &std::path::Path) -> Result<ClusterKey, String> {
+    match ClusterKey::from_cmdline(cmdline) {
+        Some(Ok(key)) => return Ok(key),
+        Some(Err(err)) => {
+            return Err(format!(
+                "clump.key= on the kernel command line is unusable: {err}"
+            ))
+        }
+        None => {}
+    }
+    ClusterKey::from_file(key_file)
+        .map_err(|err| format!("no clump.key= on the kernel command line and {err}"))
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_timer(BootTime)
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)?;
+    let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+
+    let cmdline = std::fs::read_to_string(&args.cmdline).unwrap_or_default();
+    let (mut options, problems) = Options::from_cmdline(&cmdline);
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
+    if let Some(port) = args.port {
+        options.port = port;
+    }
+    let paths = Paths {
+        lease: args.lease,
+        nodes_json: args.nodes_json,
+        mosix_map: args.mosix_map,
+        speed_override: args.speed_override,
+        node_id: args.node_id,
+    };
+    let hub = Hub::new(nodemap::without_cluster(
+        MapState::NoLease,
+        options.port,
+        daemon::clock(),
+    ));
+    api_server::serve(&args.socket, hub.clone())
+        .with_context(|| format!("cannot serve {}", args.socket.display()))?;
+
+    let key = match load_key(&cmdline, &args.key_file) {
+        Ok(key) => key,
+        Err(why) => {
+            // Joining without a key would mean talking to nobody or to anybody; neither is safe.
+            tracing::error!("no cluster key: {why}; this node will not join a cluster");
+            publish_state(&hub, &paths, MapState::NoKey, options.port);
+            wait_for_signal(&sigfd, None);
+            return Ok(());
+        }
+    };
+    publish_state(&hub, &paths, MapState::NoLease, options.port);
+    let lease = loop {
+        if let Some(lease) = lease::read(&paths.lease) {
+            break lease;
+        }
+        if wait_for_signal(&sigfd, Some(Duration::from_millis(200))) {
+            return Ok(());
+        }
+    };
+    let mut daemon = Daemon::new(options, paths, hub, &key, lease).context("cannot start the cluster")?;
+    match daemon.run(&sigfd) {
+        Exit::Signal => {
+            tracing::info!("leaving the cluster");
+            daemon.leave();
+            Ok(())
+        }
+        Exit::LeaseChanged => {
+            // PID 1 restarts us at once with the new address; a clean start beats patching state.
+            daemon.leave();
+            anyhow::bail!("the lease changed; restarting")
+        }
+    }
+}
+
+fn publish_state(hub: &Hub, paths: &Paths, state: MapState, port: u16) {
+    let map = nodemap::without_cluster(state, port, daemon::clock());
+    if let Err(err) = nodemap::write_files(&map, &paths.nodes_json, &paths.mosix_map) {
+        tracing::warn!(%err, "cannot write the node map");
+    }
+    hub.publish(|s| s.map = map);
+}
+
+/// Sleeps until a signal (true) or the timeout (false).
+fn wait_for_signal(sigfd: &SignalFd, timeout: Option<Duration>) -> bool {
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let mut fds = [PollFd::new(sigfd, PollFlags::IN)];
+    let _ = poll(&mut fds, ts.as_ref());
+    !fds[0].revents().is_empty()
+}

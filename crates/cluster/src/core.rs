@@ -29,6 +29,10 @@ pub struct Config {
     pub records_every: Duration,
     /// How often a node that has not joined yet broadcasts a hello.
     pub hello_every: Duration,
+    /// How often a joined node broadcasts a hello (no reply wanted), so a node outside the
+    /// cluster (another key, a healed partition) hears of it; stretched in a big cluster so the
+    /// subnet carries at most 10 such broadcasts a second.
+    pub presence_every: Duration,
     /// Records held at most (the window to the world).
     pub record_cap: usize,
     /// How long a dead node stays in the map as dead.
@@ -41,6 +45,7 @@ impl Default for Config {
             port: 7171,
             records_every: Duration::from_millis(500),
             hello_every: Duration::from_secs(5),
+            presence_every: Duration::from_secs(15),
             record_cap: 1024,
             remove_down_after: Duration::from_secs(15 * 60),
         }
@@ -323,10 +328,7 @@ impl Cluster {
     /// When `handle_time` must be called next.
     pub fn next_deadline(&self) -> Duration {
         let timer = self.timers.keys().next().map(|(t, _)| *t);
-        let mut next = self.next_records.min(self.next_expire);
-        if !self.joined {
-            next = next.min(self.next_hello);
-        }
+        let next = self.next_records.min(self.next_expire).min(self.next_hello);
         timer.map_or(next, |t| t.min(next))
     }
 
@@ -349,10 +351,17 @@ impl Cluster {
             let _ = self.foca.handle_timer(timer, &mut self.rt);
             self.drain_foca(now);
         }
-        if !self.joined && now >= self.next_hello {
-            self.next_hello = now + self.config.hello_every;
+        if now >= self.next_hello {
+            let joined = self.joined;
+            self.next_hello = now
+                + if joined {
+                    let spread = Duration::from_millis(100) * self.alive.list.len() as u32;
+                    self.config.presence_every.max(spread)
+                } else {
+                    self.config.hello_every
+                };
             if let Some(to) = self.broadcast {
-                self.send_hello(to, true, true);
+                self.send_hello(to, !joined, true);
             }
         }
         if now >= self.next_records {
@@ -733,8 +742,10 @@ impl Cluster {
                     self.events.push_back(Event::Rejoined(m));
                 }
                 OwnedNotification::Defunct => {
-                    // Cannot happen: identities renew. Logged in case foca changes.
-                    tracing::warn!("foca declared this identity defunct");
+                    // Expected after `leave`; otherwise identities renew, so log the surprise.
+                    if !self.record.leaving() {
+                        tracing::warn!("foca declared this identity defunct");
+                    }
                 }
             }
         }

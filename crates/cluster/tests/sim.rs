@@ -45,7 +45,10 @@ fn nodes_find_each_other_by_broadcast_hello() {
 #[test]
 fn sweep_hosts_get_a_unicast_hello() {
     // Only the first broadcast: node 2 comes later and must be found by the sweep.
-    let config = Config { hello_every: secs(3600), ..Config::default() };
+    let config = Config {
+        hello_every: secs(3600),
+        ..Config::default()
+    };
     let mut sim = Sim::new(key(1), config, Network::default(), 2);
     sim.start(0, None);
     sim.start(1, None);

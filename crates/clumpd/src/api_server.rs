@@ -1,0 +1,206 @@
+//! The local API on `/run/clump/clumpd.sock`: one thread per client, reading a snapshot the event
+//! loop publishes; requests that change something go back to the loop as commands.
+
+use clump_api::{read_line, write_line, Event, NodeMap, Reply, Request, Speed, Stats};
+use std::collections::VecDeque;
+use std::io::BufReader;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Events kept for `events` requests and late watchers.
+const EVENT_RING: usize = 512;
+/// More clients than this at once are turned away: a local user cannot exhaust threads.
+const MAX_CLIENTS: usize = 32;
+
+#[derive(Debug)]
+pub enum Command {
+    SetSpeed(Option<u32>),
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub map: NodeMap,
+    pub stats: Stats,
+    pub speed: Speed,
+    pub events: VecDeque<Event>,
+    pub next_seq: u64,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<Snapshot>,
+    changed: Condvar,
+    commands: Mutex<Vec<Command>>,
+    clients: AtomicUsize,
+}
+
+impl Hub {
+    pub fn new(map: NodeMap) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(Snapshot {
+                map,
+                stats: Stats::default(),
+                speed: Speed {
+                    speed: None,
+                    measured: None,
+                    fixed: false,
+                },
+                events: VecDeque::new(),
+                next_seq: 1,
+            }),
+            changed: Condvar::new(),
+            commands: Mutex::new(Vec::new()),
+            clients: AtomicUsize::new(0),
+        })
+    }
+
+    /// A poisoned lock means a client thread panicked mid-update of plain data; the data is
+    /// still usable, so carry on rather than take the daemon down.
+    pub fn lock(&self) -> MutexGuard<'_, Snapshot> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn publish(&self, update: impl FnOnce(&mut Snapshot)) {
+        update(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    /// Adds an event (its `seq` is assigned here) and wakes the watchers.
+    pub fn push_event(&self, mut event: Event) -> Event {
+        let mut s = self.lock();
+        event.seq = s.next_seq;
+        s.next_seq += 1;
+        if s.events.len() == EVENT_RING {
+            s.events.pop_front();
+        }
+        s.events.push_back(event.clone());
+        drop(s);
+        self.changed.notify_all();
+        event
+    }
+
+    pub fn take_commands(&self) -> Vec<Command> {
+        std::mem::take(&mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn command(&self, c: Command) {
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+}
+
+/// Binds the socket (replacing a stale one from an earlier run) and serves it on a thread.
+pub fn serve(path: &Path, hub: Arc<Hub>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    // Everyone may read the map; changes are checked per request against the peer's uid.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    std::thread::Builder::new().name("api".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            if hub.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                hub.clients.fetch_sub(1, Ordering::SeqCst);
+                let mut s = stream;
+                let _ = write_line(&mut s, &Reply::<()>::Error("too many clients".into()));
+                continue;
+            }
+            let hub = hub.clone();
+            let spawned = std::thread::Builder::new()
+                .name("api-client".into())
+                .spawn(move || {
+                    if let Err(err) = client(stream, &hub) {
+                        tracing::debug!(%err, "api client");
+                    }
+                    hub.clients.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                tracing::warn!("cannot start a thread for an api client");
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    rustix::net::sockopt::socket_peercred(stream)
+        .ok()
+        .map(|c| c.uid.as_raw())
+}
+
+fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
+    stream.set_write_timeout(Some(Duration::from_secs(5))).ok();
+    let uid = peer_uid(&stream);
+    let mut out = stream
+        .try_clone()
+        .map_err(|e| clump_api::ApiError::io("clone", e))?;
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    while let Some(line) = read_line(&mut reader, &mut buf)? {
+        let request: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                write_line(&mut out, &Reply::<()>::Error(format!("bad request: {e}")))?;
+                continue;
+            }
+        };
+        match request {
+            Request::Nodes => write_line(&mut out, &Reply::Ok(&hub.lock().map))?,
+            Request::Stats => write_line(&mut out, &Reply::Ok(&hub.lock().stats))?,
+            Request::Events { since } => {
+                let events: Vec<Event> = hub
+                    .lock()
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > since)
+                    .cloned()
+                    .collect();
+                write_line(&mut out, &Reply::Ok(events))?
+            }
+            Request::SetSpeed { speed } => {
+                if uid != Some(0) {
+                    write_line(
+                        &mut out,
+                        &Reply::<()>::Error("only root may set the speed".into()),
+                    )?;
+                } else if speed.is_some_and(|s| !(1..=1_000_000).contains(&s)) {
+                    write_line(&mut out, &Reply::<()>::Error("speed must be 1..=1000000".into()))?;
+                } else {
+                    hub.command(Command::SetSpeed(speed));
+                    let measured = hub.lock().speed.measured;
+                    let reply = Speed {
+                        speed: speed.or(measured),
+                        measured,
+                        fixed: speed.is_some(),
+                    };
+                    write_line(&mut out, &Reply::Ok(reply))?
+                }
+            }
+            Request::Watch => return watch(out, hub),
+        }
+    }
+    Ok(())
+}
+
+/// Streams every event from now on until the client goes away.
+fn watch(mut out: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
+    let mut seen = hub.lock().next_seq - 1;
+    loop {
+        let pending: Vec<Event> = {
+            let mut s = hub.lock();
+            while s.next_seq - 1 == seen {
+                s = hub.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            s.events.iter().filter(|e| e.seq > seen).cloned().collect()
+        };
+        for event in pending {
+            seen = event.seq;
+            write_line(&mut out, &Reply::Ok(&event))?;
+        }
+    }
+}

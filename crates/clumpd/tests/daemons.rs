@@ -1,0 +1,238 @@
+//! Real `clumpd` daemons on a bridge in network namespaces this test creates and removes (no
+//! uplink; nothing reaches the machine's network): they find each other by ARP sweep and hello,
+//! refuse a node with another key, and see a leaving node as left. Needs root and `ip`: without
+//! them the test fails, it does not skip.
+
+use clump_api::{Client, NodeMap, NodeState};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "abababababababababababababababababababababababababababababababab";
+const OTHER_KEY: &str = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("`ip` not found: install iproute2");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+struct Net {
+    hub: String,
+    nodes: Vec<String>,
+    dir: tempfile::TempDir,
+    daemons: Vec<Option<Child>>,
+}
+
+impl Net {
+    fn new(tag: &str, n: usize) -> Net {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test creates network namespaces: run as root"
+        );
+        let id = format!("{}{tag}", std::process::id() % 100_000);
+        let hub = format!("clump-d-hub{id}");
+        ip(&["netns", "add", &hub]);
+        let mut net = Net {
+            hub: hub.clone(),
+            nodes: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            daemons: Vec::new(),
+        };
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let ns = format!("clump-d-n{id}{i}");
+            ip(&["netns", "add", &ns]);
+            net.nodes.push(ns.clone());
+            net.daemons.push(None);
+            let (vh, vn) = (format!("vh{id}{i}"), format!("vn{id}{i}"));
+            ip(&["link", "add", &vh, "type", "veth", "peer", "name", &vn]);
+            ip(&["link", "set", &vh, "netns", &hub]);
+            ip(&["-n", &hub, "link", "set", &vh, "master", "br0", "up"]);
+            ip(&["link", "set", &vn, "netns", &ns, "name", "eth0"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.88.0.{}/24", i + 10),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    fn path(&self, i: usize, name: &str) -> PathBuf {
+        self.dir.path().join(format!("n{i}")).join(name)
+    }
+
+    fn start(&mut self, i: usize, key: &str) {
+        std::fs::create_dir_all(self.path(i, "")).expect("dir");
+        let out = Command::new("ip")
+            .args(["-n", &self.nodes[i], "link", "show", "eth0"])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mac = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .expect("mac")
+            .to_string();
+        let lease = format!(
+            r#"{{"iface":"eth0","driver":"veth","mac":"{mac}","via":"static","state":"bound","lease":{{"address":"10.88.0.{}","prefix_len":24}}}}"#,
+            i + 10
+        );
+        std::fs::write(self.path(i, "lease.json"), lease).expect("lease");
+        std::fs::write(
+            self.path(i, "cmdline"),
+            format!("console=ttyS0 clump.key={key} clump.probe_rate=500\n"),
+        )
+        .expect("cmdline");
+        let log = std::fs::File::create(self.path(i, "log")).expect("log");
+        let arg = |name: &str| self.path(i, name).into_os_string();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i], env!("CARGO_BIN_EXE_clumpd")])
+            .arg("--cmdline")
+            .arg(arg("cmdline"))
+            .arg("--key-file")
+            .arg(arg("no-key-file"))
+            .arg("--lease")
+            .arg(arg("lease.json"))
+            .arg("--nodes-json")
+            .arg(arg("nodes.json"))
+            .arg("--mosix-map")
+            .arg(arg("mosix.map"))
+            .arg("--socket")
+            .arg(arg("sock"))
+            .arg("--speed-override")
+            .arg(arg("speed"))
+            .arg("--node-id")
+            .arg(arg("node-id"))
+            .stderr(log)
+            .spawn()
+            .expect("clumpd");
+        self.daemons[i] = Some(child);
+    }
+
+    fn stop(&mut self, i: usize) {
+        let mut child = self.daemons[i].take().expect("running");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
+        let st = child.wait().expect("wait");
+        assert!(
+            st.success(),
+            "clumpd exited with {st} on SIGTERM\n{}",
+            self.log(i)
+        );
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.path(i, "log")).unwrap_or_default()
+    }
+
+    fn map(&self, i: usize) -> Option<NodeMap> {
+        Client::connect(self.path(i, "sock")).ok()?.nodes().ok()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}\n{}",
+                (0..self.nodes.len())
+                    .map(|i| format!("--- node {i}\n{}", self.log(i)))
+                    .collect::<String>()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for mut d in self.daemons.iter_mut().filter_map(Option::take) {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for ns in self.nodes.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn members(map: &NodeMap) -> Vec<u32> {
+    let mut v: Vec<u32> = map
+        .nodes
+        .iter()
+        .filter(|n| n.state.is_member())
+        .filter_map(|n| n.number)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn daemons_find_each_other_refuse_another_key_and_see_a_leave() {
+    let mut net = Net::new("a", 4);
+    for i in 0..3 {
+        net.start(i, KEY);
+    }
+    net.start(3, OTHER_KEY);
+    net.wait_for(
+        "three nodes with the key to list each other",
+        Duration::from_secs(20),
+        || (0..3).all(|i| net.map(i).is_some_and(|m| members(&m) == [10, 11, 12])),
+    );
+    for i in 0..3 {
+        let map = net.map(i).expect("map");
+        assert_eq!(map.state, clump_api::MapState::Joined);
+        let this: Vec<_> = map.nodes.iter().filter(|n| n.state == NodeState::This).collect();
+        assert_eq!(this.len(), 1);
+        assert_eq!(this[0].number, Some(10 + i as u32));
+        let mosix = std::fs::read_to_string(net.path(i, "mosix.map")).expect("mosix.map");
+        assert!(mosix.lines().any(|l| l == "10 10.88.0.10 3"), "{mosix}");
+        let json: NodeMap =
+            serde_json::from_str(&std::fs::read_to_string(net.path(i, "nodes.json")).expect("nodes.json"))
+                .expect("nodes.json parses");
+        assert_eq!(members(&json), [10, 11, 12]);
+    }
+    // The node with the other key: never a member, shown as refused on both sides.
+    net.wait_for(
+        "the foreign node to be refused on every side",
+        Duration::from_secs(20),
+        || {
+            (0..3).all(|i| {
+                net.map(i).is_some_and(|m| {
+                    m.foreign
+                        .iter()
+                        .any(|f| f.address.octets()[3] == 13 && f.dropped > 0)
+                })
+            }) && net
+                .map(3)
+                .is_some_and(|m| m.foreign.len() == 3 && members(&m) == [13])
+        },
+    );
+    assert!(net.log(3).contains("refused datagrams from="), "{}", net.log(3));
+    assert!(net.map(0).is_some_and(|m| m.dropped.auth > 0));
+
+    // A graceful stop: the others show it as left, not dead.
+    net.stop(2);
+    net.wait_for("node 12 to be shown as left", Duration::from_secs(15), || {
+        (0..2).all(|i| {
+            net.map(i).is_some_and(|m| {
+                m.nodes
+                    .iter()
+                    .any(|n| n.number == Some(12) && n.state == NodeState::Left)
+            })
+        })
+    });
+}
