@@ -31,7 +31,7 @@ pub struct Config {
     pub hello_every: Duration,
     /// How often a joined node broadcasts a hello (no reply wanted), so a node outside the
     /// cluster (another key, a healed partition) hears of it; stretched in a big cluster so the
-    /// subnet carries at most 10 such broadcasts a second.
+    /// subnet carries about one such broadcast a second.
     pub presence_every: Duration,
     /// Records held at most (the window to the world).
     pub record_cap: usize,
@@ -210,7 +210,6 @@ pub struct Cluster {
     foreign: HashMap<Ipv4Addr, Foreign>,
     instances: HashMap<NodeId, InstanceTrack>,
     flagged: HashSet<(NodeId, ConflictKind)>,
-    last_heard: HashMap<NodeId, Duration>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -280,7 +279,6 @@ impl Cluster {
             foreign: HashMap::new(),
             instances: HashMap::new(),
             flagged: HashSet::new(),
-            last_heard: HashMap::new(),
         }
     }
 
@@ -355,7 +353,7 @@ impl Cluster {
             let joined = self.joined;
             self.next_hello = now
                 + if joined {
-                    let spread = Duration::from_millis(100) * self.alive.list.len() as u32;
+                    let spread = Duration::from_secs(1) * self.alive.list.len() as u32;
                     self.config.presence_every.max(spread)
                 } else {
                     self.config.hello_every
@@ -474,7 +472,7 @@ impl Cluster {
                 id: id.id,
                 state,
                 record,
-                last_seen: self.last_heard.get(&id.id).copied(),
+                last_seen: self.records.get(&id.id).map(|h| h.updated),
                 conflicts: Vec::new(),
             });
         }
@@ -563,7 +561,6 @@ impl Cluster {
         if record.id == self.me.id {
             return;
         }
-        self.last_heard.insert(record.id, now);
         self.records.offer(record, now);
     }
 
@@ -674,7 +671,6 @@ impl Cluster {
         let cutoff = now.saturating_sub(Duration::from_secs(60));
         let alive: HashSet<NodeId> = self.alive.list.iter().map(|m| m.id).collect();
         self.records.expire(cutoff, |id| alive.contains(id));
-        self.last_heard.retain(|id, t| *t >= cutoff || alive.contains(id));
         self.instances.retain(|id, _| alive.contains(id));
         let size = (self.alive.list.len() as u32 + 1).next_power_of_two();
         if size != self.sized_for {
@@ -698,7 +694,6 @@ impl Cluster {
             match notification {
                 OwnedNotification::MemberUp(m) => {
                     self.alive.insert(m);
-                    self.last_heard.insert(m.id, now);
                     self.events.push_back(Event::MemberUp(m));
                 }
                 OwnedNotification::MemberDown(m) => {
@@ -728,7 +723,9 @@ impl Cluster {
                     self.events.push_back(Event::JoinedCluster);
                     // Pull the full record table from one member instead of waiting for the
                     // window to bring every record.
-                    if let Some(m) = self.alive.list.first().copied() {
+                    // A random one, so a cluster that forms at once does not ask one node only.
+                    if !self.alive.list.is_empty() {
+                        let m = self.alive.list[self.rng.random_range(0..self.alive.list.len())];
                         self.send(m.addr, &Message::SyncRequest);
                     }
                 }
