@@ -134,7 +134,12 @@ impl Sim {
 
     /// Starts node `i` (a new one if `i == len()`) with the simulation's key, or with `key`.
     pub fn start(&mut self, i: usize, key: Option<&ClusterKey>) -> usize {
-        let record = record_of(i);
+        self.start_as(i, record_of(i), key)
+    }
+
+    /// Starts node `i` claiming `record` (a cloned machine: another node's MAC or id).
+    pub fn start_as(&mut self, i: usize, mut record: NodeRecord, key: Option<&ClusterKey>) -> usize {
+        record.addr = addr_of(i);
         let mut instance = [0u8; 16];
         self.rng.fill(&mut instance);
         let gen = self.rng.random();

@@ -150,3 +150,45 @@ fn no_false_deaths_at_five_percent_loss() {
         .sum();
     assert_eq!(downs, 0);
 }
+
+#[test]
+fn cloned_machines_are_flagged_not_merged() {
+    use clump_cluster::sim::record_of;
+    use clump_cluster::ConflictKind;
+    let mut sim = Sim::new(key(1), Config::default(), Network::default(), 6);
+    for i in 0..3 {
+        sim.start(i, None);
+    }
+    // Node 3 is a clone of node 2 with the same MAC (hence the same id), another address; node 4
+    // shares node 1's MAC but keeps its own id (an id kept on disk, a cloned NIC).
+    sim.start_as(3, record_of(2), None);
+    let mut r = record_of(4);
+    r.mac = record_of(1).mac;
+    sim.start_as(4, r, None);
+    sim.run_for(secs(10));
+    let view = sim.node(0).expect("running").cluster.view();
+    let conflicts = |id| {
+        view.iter()
+            .filter(|r| r.id == id)
+            .flat_map(|r| r.conflicts.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        conflicts(record_of(2).id).contains(&ConflictKind::DuplicateId),
+        "{view:#?}"
+    );
+    assert!(
+        conflicts(record_of(1).id).contains(&ConflictKind::DuplicateMac),
+        "{view:#?}"
+    );
+    assert!(
+        conflicts(record_of(4).id).contains(&ConflictKind::DuplicateMac),
+        "{view:#?}"
+    );
+    // Both clones stay in the map as two rows.
+    assert_eq!(
+        view.iter().filter(|r| r.id == record_of(2).id).count(),
+        2,
+        "{view:#?}"
+    );
+}
