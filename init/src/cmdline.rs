@@ -51,6 +51,8 @@ impl Default for Config {
 const SERVICE_OPTIONS: &[&str] = &[
     "clump.ip",
     "clump.probe",
+    "clump.probe_rate",
+    "clump.speed",
     "clump.key",
     "clump.port",
     "clump.window",
