@@ -312,6 +312,11 @@ impl Sweep {
         self.sent >= self.total && self.last_sent.is_none_or(|t| now >= t + linger)
     }
 
+    /// When the last frame went out; with `linger`, when the sweep will be done.
+    pub fn last_sent(&self) -> Option<Duration> {
+        self.last_sent
+    }
+
     /// The hosts found so far, in the order they answered.
     pub fn found(&self) -> &[Host] {
         &self.found
