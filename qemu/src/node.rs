@@ -27,6 +27,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 /// How long to wait for the shell to answer one probe before typing another.
 const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+/// How long the serial reader may take to write the last bytes after QEMU exits.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Lines of serial log quoted in errors.
 const TAIL_LINES: usize = 40;
 /// Longest unix socket path (`sun_path` less the terminating NUL).
@@ -73,7 +75,10 @@ impl Node {
         tracing::info!(node = %spec.name, pid = process.id(), workdir = %layout.dir.display(), "QEMU started");
 
         let serial = connect(&mut process, &layout, &spec.name, &layout.serial_socket)?;
-        let console = Console::new(serial).map_err(Error::io("starting the serial reader"))?;
+        let console = Console::new(serial, &layout.serial_log).map_err(Error::io(format!(
+            "starting the serial reader into {}",
+            layout.serial_log.display()
+        )))?;
         let qmp = Qmp::handshake(connect(&mut process, &layout, &spec.name, &layout.qmp_socket)?)?;
         Ok(Node {
             process,
@@ -287,7 +292,9 @@ impl Node {
                 return Ok(found);
             }
             if let Some(status) = self.try_wait()? {
-                // The last words may have landed between the refresh and the exit.
+                // The last words may have landed between the refresh and the exit: once the
+                // reader has seen the socket close, the log holds all of them.
+                self.console.wait_drained(DRAIN_AFTER_EXIT);
                 self.refresh_log()?;
                 if let Some(found) = check(self) {
                     return Ok(found);

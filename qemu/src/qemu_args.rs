@@ -13,7 +13,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dir: PathBuf,
-    /// Everything the guest writes to ttyS0 (QEMU's chardev `logfile=`).
+    /// Everything the guest writes to ttyS0, as the lab reads it from the serial socket.
     pub serial_log: PathBuf,
     /// ttyS0 as a unix socket (QEMU listens): what is written to it is typed into the console.
     pub serial_socket: PathBuf,
@@ -48,11 +48,10 @@ pub fn qemu_args(spec: &NodeSpec, layout: &Layout, ovmf_code: Option<&Path>) -> 
     // -nodefaults: no default NIC (it would be user-mode networking), no default serial/monitor.
     args.push(["-nodefaults", "-display", "none", "-vga", "std", "-no-reboot"]);
     args.push(["-chardev"]);
+    // No `logfile=`: the lab writes serial.log from the socket (see `serial::Console`).
     args.os([
         "socket,id=serial0,server=on,wait=off,path=".into(),
         opt_path(&layout.serial_socket),
-        ",logfile=".into(),
-        opt_path(&layout.serial_log),
     ]);
     args.push(["-serial", "chardev:serial0"]);
     args.push(["-chardev"]);
@@ -188,7 +187,11 @@ mod tests {
         assert!(!cmd.contains("user"), "{cmd}");
         assert!(cmd.contains("-nodefaults"));
         assert!(cmd.contains("-no-reboot"));
-        assert!(cmd.contains("path=/w/serial.sock,logfile=/w/serial.log"));
+        assert!(
+            cmd.contains("path=/w/serial.sock -serial chardev:serial0"),
+            "{cmd}"
+        );
+        assert!(!cmd.contains("logfile"), "the lab writes the serial log: {cmd}");
         assert!(cmd.contains("path=/w/qmp.sock"));
         assert!(cmd.contains("file=/o/clump.iso -device ide-cd,drive=boot,bootindex=0"));
         assert!(!cmd.contains("pflash"));

@@ -1,11 +1,14 @@
-//! The node's serial console (ttyS0): the log file QEMU writes, and the socket to type into.
+//! The node's serial console (ttyS0): the socket QEMU serves it on, which the lab reads into a log
+//! file and types into, and that log file read as lines.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// The serial log as it grows, split into lines, with a read cursor for [`SerialLog::find`].
 #[derive(Debug)]
@@ -96,26 +99,55 @@ impl SerialLog {
     }
 }
 
-/// The writing end of the serial console. QEMU's socket must be read or the guest's output stalls
-/// once the socket buffer is full, so a thread drains it (the log file already has every byte).
+/// The serial console's socket: a thread reads everything the guest writes and appends it to the
+/// serial log file; [`Console::send`] types into it.
+///
+/// The lab writes the log from the socket rather than having QEMU write it (chardev `logfile=`):
+/// QEMU's 16550 writes one byte at a time to the socket, and when the socket is full (the reader
+/// was slow under TCG load) QEMU logs the byte, retries it once the socket drains, and logs it
+/// again, so QEMU's own log showed doubled characters (`"addrress"`). The socket itself carries
+/// each byte once.
 #[derive(Debug)]
 pub struct Console {
     stream: UnixStream,
     drain: Option<JoinHandle<()>>,
+    drained: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Console {
-    pub fn new(stream: UnixStream) -> io::Result<Self> {
+    /// Starts reading `stream` into a new (truncated) log file at `log`.
+    pub fn new(stream: UnixStream, log: &Path) -> io::Result<Self> {
         let mut reader = stream.try_clone()?;
+        let mut file = File::create(log)?;
+        let drained = Arc::new((Mutex::new(false), Condvar::new()));
+        let done = Arc::clone(&drained);
+        let path = log.to_path_buf();
         let drain = thread::Builder::new()
             .name("clump-lab-serial".into())
             .spawn(move || {
                 let mut buf = [0u8; 4096];
-                while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if let Err(e) = file.write_all(&buf[..n]) {
+                                tracing::error!("writing the serial log {}: {e}", path.display());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+                let (flag, cv) = &*done;
+                if let Ok(mut d) = flag.lock() {
+                    *d = true;
+                }
+                cv.notify_all();
             })?;
         Ok(Self {
             stream,
             drain: Some(drain),
+            drained,
         })
     }
 
@@ -124,11 +156,23 @@ impl Console {
         self.stream.write_all(text.as_bytes())?;
         self.stream.flush()
     }
+
+    /// Waits up to `timeout` for the reader to reach the end of the stream (QEMU exited and
+    /// everything it wrote is in the log). Returns whether it did.
+    pub fn wait_drained(&self, timeout: Duration) -> bool {
+        let (flag, cv) = &*self.drained;
+        let Ok(guard) = flag.lock() else {
+            return false;
+        };
+        cv.wait_timeout_while(guard, timeout, |done| !*done)
+            .map(|(done, _)| *done)
+            .unwrap_or(false)
+    }
 }
 
 impl Drop for Console {
     fn drop(&mut self) {
-        // Ends the drain thread's read.
+        // Ends the reader's read.
         let _ = self.stream.shutdown(Shutdown::Both);
         if let Some(drain) = self.drain.take() {
             let _ = drain.join();
@@ -195,5 +239,32 @@ mod tests {
         f.write_all(b"o\n").unwrap();
         log.refresh().unwrap();
         assert_eq!(log.lines(), ["one", "two"]);
+    }
+
+    #[test]
+    fn the_console_logs_every_byte_once_and_reports_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let (guest, lab) = UnixStream::pair().unwrap();
+        let mut console = Console::new(lab, &path).unwrap();
+        let mut guest_reader = guest.try_clone().unwrap();
+        let mut g = guest;
+        for chunk in [&b"clump: stage=start t=1\r\n"[..], b"a", b"b\r\n"] {
+            g.write_all(chunk).unwrap();
+        }
+        console.send("typed\n").unwrap();
+        let mut typed = [0u8; 6];
+        guest_reader.read_exact(&mut typed).unwrap();
+        assert_eq!(&typed, b"typed\n");
+        assert!(
+            !console.wait_drained(Duration::from_millis(50)),
+            "the guest is still there"
+        );
+        drop(g);
+        drop(guest_reader);
+        assert!(console.wait_drained(Duration::from_secs(5)));
+        let mut log = SerialLog::new(&path);
+        log.refresh().unwrap();
+        assert_eq!(log.lines(), ["clump: stage=start t=1", "ab"]);
     }
 }
