@@ -58,10 +58,21 @@ impl Spawner for ProcessSpawner {
         Ok(child.id() as i32)
     }
 
-    fn terminate(&mut self, pid: i32) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        // A shell ignores SIGTERM but not a hangup of its terminal.
-        let _ = kill(Pid::from_raw(pid), Signal::SIGHUP);
+    fn terminate(&mut self, spec: &ServiceSpec, pid: i32) {
+        for &sig in stop_signals(spec) {
+            let _ = kill(Pid::from_raw(pid), sig);
+        }
+    }
+}
+
+/// The signals that ask a service to exit: SIGTERM, and for a service on a terminal also SIGHUP (a
+/// shell ignores SIGTERM but not a hangup of its terminal). A daemon gets SIGTERM alone: a hangup
+/// right behind it would kill it before it is done (clumpd announces that it leaves the cluster).
+pub fn stop_signals(spec: &ServiceSpec) -> &'static [Signal] {
+    if spec.tty.is_some() {
+        &[Signal::SIGTERM, Signal::SIGHUP]
+    } else {
+        &[Signal::SIGTERM]
     }
 }
 
@@ -97,4 +108,24 @@ pub fn reap_all() -> Vec<Reaped> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shells_are_hung_up_and_daemons_only_terminated() {
+        let daemon = crate::services::clumpd();
+        assert_eq!(stop_signals(&daemon), [Signal::SIGTERM]);
+        let (cfg, _) = crate::cmdline::parse("console=ttyS0");
+        for shell in crate::services::shells(&cfg) {
+            assert_eq!(
+                stop_signals(&shell),
+                [Signal::SIGTERM, Signal::SIGHUP],
+                "{}",
+                shell.name
+            );
+        }
+    }
 }

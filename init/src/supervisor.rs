@@ -17,7 +17,8 @@ pub struct ServiceSpec {
 /// Starts and signals processes.
 pub trait Spawner {
     fn spawn(&mut self, spec: &ServiceSpec) -> std::io::Result<i32>;
-    fn terminate(&mut self, pid: i32);
+    /// Asks service `spec`, running as `pid`, to exit.
+    fn terminate(&mut self, spec: &ServiceSpec, pid: i32);
 }
 
 /// The first restart comes after this; each quick failure doubles it up to [`BACKOFF_MAX`].
@@ -219,7 +220,7 @@ impl Supervisor {
         for svc in &mut self.services {
             match svc.state {
                 State::Running { pid, .. } => {
-                    spawner.terminate(pid);
+                    spawner.terminate(&svc.spec, pid);
                     running += 1;
                 }
                 _ => svc.state = State::Stopped,
@@ -255,7 +256,7 @@ mod tests {
             self.next_pid += 1;
             Ok(self.next_pid + 100)
         }
-        fn terminate(&mut self, pid: i32) {
+        fn terminate(&mut self, _spec: &ServiceSpec, pid: i32) {
             self.terminated.push(pid);
         }
     }
