@@ -330,6 +330,12 @@ impl Cluster {
         timer.map_or(next, |t| t.min(next))
     }
 
+    /// About one presence broadcast a second on the whole subnet, at least `presence_every` apart.
+    fn presence_interval(&self) -> Duration {
+        let spread = Duration::from_secs(1) * self.alive.list.len() as u32;
+        self.config.presence_every.max(spread)
+    }
+
     /// Hosts that answered the ARP sweep: ask each whether it runs Clump with our key.
     pub fn handle_hosts(&mut self, hosts: &[Ipv4Addr]) {
         for host in hosts {
@@ -353,8 +359,7 @@ impl Cluster {
             let joined = self.joined;
             self.next_hello = now
                 + if joined {
-                    let spread = Duration::from_secs(1) * self.alive.list.len() as u32;
-                    self.config.presence_every.max(spread)
+                    self.presence_interval()
                 } else {
                     self.config.hello_every
                 };
@@ -720,6 +725,10 @@ impl Cluster {
                 }
                 OwnedNotification::Active => {
                     self.joined = true;
+                    // Presence hellos start at a random point of the interval: a cluster that
+                    // forms at once must not broadcast at once.
+                    let interval = self.presence_interval();
+                    self.next_hello = now + interval.mul_f64(self.rng.random_range(0.0..1.0));
                     self.events.push_back(Event::JoinedCluster);
                     // Pull the full record table from one member instead of waiting for the
                     // window to bring every record.
