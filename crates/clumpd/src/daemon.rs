@@ -407,7 +407,7 @@ impl Daemon {
         let mask = u32::MAX
             .checked_shr(u32::from(self.lease.prefix_len))
             .unwrap_or(0);
-        let number_of = |_: &NodeId, addr: Ipv4Addr| u32::from(addr) & mask;
+        let number_of = |addr: Ipv4Addr| u32::from(addr) & mask;
         let clock = clock();
         let mk = |kind, id: Option<NodeId>, addr: Option<Ipv4Addr>, text: String| Event {
             seq: 0,
@@ -415,7 +415,7 @@ impl Daemon {
             kind,
             node: id.map(|i| i.to_string()),
             number: match (id, addr) {
-                (Some(i), Some(a)) => Some(number_of(&i, a)),
+                (Some(_), Some(a)) => Some(number_of(a)),
                 _ => None,
             },
             address: addr,
@@ -436,7 +436,7 @@ impl Daemon {
                 mk(EventKind::Alone, None, None, "no other node is reachable".into())
             }
             ClusterEvent::MemberUp(m) => {
-                let n = number_of(&m.id, *m.addr.ip());
+                let n = number_of(*m.addr.ip());
                 tracing::info!(number = n, address = %m.addr.ip(), id = %m.id, "node joined");
                 mk(
                     EventKind::NodeJoined,
@@ -446,7 +446,7 @@ impl Daemon {
                 )
             }
             ClusterEvent::MemberDown { member: m, left } => {
-                let n = number_of(&m.id, *m.addr.ip());
+                let n = number_of(*m.addr.ip());
                 if *left {
                     tracing::info!(number = n, address = %m.addr.ip(), id = %m.id, "node left");
                     mk(
