@@ -25,18 +25,24 @@ impl Action {
 
 /// Services get this long to exit after SIGTERM, every other process as long again.
 const GRACE: Duration = Duration::from_secs(3);
+/// How long the next service waits for the one asked before it (services stop one by one, in
+/// reverse start order).
+const STEP: Duration = Duration::from_secs(2);
 
 pub fn shutdown(action: Action, reason: &str, supervisor: &mut Supervisor) -> ! {
     tracing::info!(action = action.name(), reason, "shutdown");
     log::stage("shutdown");
     let mut spawner = ProcessSpawner;
-    supervisor.stop_all(&mut spawner);
+    // One by one, the last started first: clumpd announces its leave while netd still holds
+    // the address; a service that takes longer than STEP goes on stopping beside the next.
+    while let Some(pid) = supervisor.stop_next(&mut spawner) {
+        wait_until(STEP, || {
+            reap_services(supervisor);
+            !supervisor.is_running(pid)
+        });
+    }
     wait_until(GRACE, || {
-        for r in reap_all() {
-            if let Some(ev) = supervisor.exited(r.pid, &r.status, Duration::ZERO) {
-                ev.log();
-            }
-        }
+        reap_services(supervisor);
         supervisor.running() == 0
     });
     // Everything else (orphans, a job, a stuck service): TERM, then KILL.
@@ -61,6 +67,15 @@ pub fn shutdown(action: Action, reason: &str, supervisor: &mut Supervisor) -> ! 
     }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Reaps what has exited and logs the services among it.
+fn reap_services(supervisor: &mut Supervisor) {
+    for r in reap_all() {
+        if let Some(ev) = supervisor.exited(r.pid, &r.status, Duration::ZERO) {
+            ev.log();
+        }
     }
 }
 

@@ -47,6 +47,8 @@ struct Service {
     /// Consecutive quick failures, which set the next backoff.
     failures: u32,
     restarts: u64,
+    /// Asked to terminate (shutdown).
+    asked_to_stop: bool,
 }
 
 /// The set of supervised services. Times are `Duration`s on one monotonic clock given by the caller.
@@ -126,6 +128,7 @@ impl Supervisor {
             state: State::Waiting { at: now },
             failures: 0,
             restarts: 0,
+            asked_to_stop: false,
         });
     }
 
@@ -213,20 +216,31 @@ impl Supervisor {
             .min()
     }
 
-    /// Stops restarting and asks every running service to terminate. Returns how many run.
-    pub fn stop_all(&mut self, spawner: &mut impl Spawner) -> usize {
+    /// Stops restarting and asks the most recently started service that runs and was not asked
+    /// yet to terminate; returns its pid, or `None` when none is left. Shutdown goes through the
+    /// services in reverse start order with it, so that a service stops before the ones it
+    /// needs (clumpd says goodbye while netd still holds the address).
+    pub fn stop_next(&mut self, spawner: &mut impl Spawner) -> Option<i32> {
         self.stopping = true;
-        let mut running = 0;
-        for svc in &mut self.services {
+        for svc in self.services.iter_mut().rev() {
             match svc.state {
-                State::Running { pid, .. } => {
+                State::Running { pid, .. } if !svc.asked_to_stop => {
+                    svc.asked_to_stop = true;
                     spawner.terminate(&svc.spec, pid);
-                    running += 1;
+                    return Some(pid);
                 }
-                _ => svc.state = State::Stopped,
+                State::Waiting { .. } => svc.state = State::Stopped,
+                _ => {}
             }
         }
-        running
+        None
+    }
+
+    /// Whether `pid` is one of the services and still runs.
+    pub fn is_running(&self, pid: i32) -> bool {
+        self.services
+            .iter()
+            .any(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
     }
 
     pub fn running(&self) -> usize {
@@ -336,13 +350,14 @@ mod tests {
     }
 
     #[test]
-    fn stop_all_terminates_and_never_restarts() {
+    fn stopping_terminates_and_never_restarts() {
         let mut sup = Supervisor::default();
         let mut sp = Fake::default();
         sup.add(spec("a"), S(0));
         sup.add(spec("b"), S(5));
         sup.tick(S(0), &mut sp);
-        assert_eq!(sup.stop_all(&mut sp), 1);
+        assert_eq!(sup.stop_next(&mut sp), Some(101));
+        assert_eq!(sup.stop_next(&mut sp), None, "asked once; b never started");
         assert_eq!(sp.terminated, [101]);
         let Some(Event::Exited { restart_in, .. }) = sup.exited(101, "signal 15", S(1)) else {
             panic!()
@@ -351,5 +366,24 @@ mod tests {
         assert!(sup.tick(S(10), &mut sp).is_empty());
         assert_eq!(sup.running(), 0);
         assert_eq!(sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn shutdown_asks_services_one_by_one_in_reverse_start_order() {
+        let mut sup = Supervisor::default();
+        let mut sp = Fake::default();
+        for name in ["netd", "clumpd", "shell"] {
+            sup.add(spec(name), S(0));
+        }
+        sup.tick(S(0), &mut sp);
+        assert_eq!(sup.stop_next(&mut sp), Some(103), "the shell first");
+        assert!(sup.is_running(103), "asked, not gone yet");
+        sup.exited(103, "signal:SIGHUP", S(1));
+        assert!(!sup.is_running(103));
+        assert_eq!(sup.stop_next(&mut sp), Some(102), "then clumpd");
+        assert_eq!(sup.stop_next(&mut sp), Some(101), "netd last");
+        assert_eq!(sup.stop_next(&mut sp), None);
+        assert_eq!(sp.terminated, [103, 102, 101]);
+        assert!(sup.tick(S(5), &mut sp).is_empty(), "nothing restarts");
     }
 }
