@@ -22,6 +22,15 @@ struct Args {
     steady: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Records each node holds (the real default is 1024); lower only to fit 10,000 nodes in
+    /// one process: it does not change who knows whom, nor the traffic (a datagram of records is
+    /// full either way).
+    #[arg(long)]
+    record_cap: Option<usize>,
+    /// Replay windows each node keeps (the real default is 16,384); lower only to fit 10,000
+    /// nodes in one process: an evicted sender's next datagram is accepted as new.
+    #[arg(long)]
+    replay_cap: Option<usize>,
 }
 
 struct Outcome {
@@ -75,14 +84,14 @@ fn until_all(
     None
 }
 
-fn run(n: usize, loss: f64, steady: u64, seed: u64) -> Outcome {
+fn run(n: usize, loss: f64, steady: u64, seed: u64, config: Config) -> Outcome {
     let wall = Instant::now();
     let key = ClusterKey::from_hex(&"5a".repeat(32)).unwrap_or_else(|_| ClusterKey::generate());
     let net = Network {
         loss,
         ..Network::default()
     };
-    let mut sim = Sim::new(key, Config::default(), net, seed);
+    let mut sim = Sim::new(key, config, net, seed);
     for i in 0..n {
         sim.start(i, None);
     }
@@ -129,6 +138,15 @@ fn run(n: usize, loss: f64, steady: u64, seed: u64) -> Outcome {
         |e| matches!(e, Event::MemberDown { member, .. } if Some(*member) == dead),
     );
 
+    if std::env::var_os("SIM_TRACE").is_some() {
+        if let Some((i, node)) = sim.running().next() {
+            eprintln!(
+                "node {i}: {:?}, sim events {}",
+                node.cluster.footprint(),
+                node.events.len()
+            );
+        }
+    }
     let secs = steady as f64;
     Outcome {
         n,
@@ -157,7 +175,10 @@ fn main() -> Result<()> {
     println!("| nodes | join known everywhere | death known everywhere | false deaths | bytes/node/s | datagrams/node/s | wall time |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.nodes {
-        let o = run(n, args.loss, args.steady, args.seed);
+        let mut config = Config::default();
+        config.record_cap = args.record_cap.unwrap_or(config.record_cap);
+        config.replay_instances = args.replay_cap.unwrap_or(config.replay_instances);
+        let o = run(n, args.loss, args.steady, args.seed, config);
         println!(
             "| {} | {} | {} | {} | {:.0} | {:.1} | {:.0} s |",
             o.n,

@@ -37,6 +37,8 @@ pub struct Config {
     pub record_cap: usize,
     /// How long a dead node stays in the map as dead.
     pub remove_down_after: Duration,
+    /// Senders (daemon instances) whose replay windows are remembered.
+    pub replay_instances: usize,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             presence_every: Duration::from_secs(15),
             record_cap: 1024,
             remove_down_after: Duration::from_secs(15 * 60),
+            replay_instances: clump_seal::DEFAULT_INSTANCES,
         }
     }
 }
@@ -103,6 +106,20 @@ pub struct Counters {
     pub auth: u64,
     pub replay: u64,
     pub malformed: u64,
+}
+
+/// Sizes of the core's tables (see [`Cluster::footprint`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub members: usize,
+    pub alive: usize,
+    pub records: usize,
+    pub replay_windows: usize,
+    pub instances: usize,
+    pub timers: usize,
+    pub events: usize,
+    pub outgoing: usize,
+    pub foca_updates: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,6 +271,7 @@ impl Cluster {
             StdRng::seed_from_u64(seed),
             PostcardCodec,
         );
+        let opener = Opener::with_capacity(key, config.replay_instances);
         Self {
             records: RecordTable::new(config.record_cap),
             next_records: now,
@@ -263,7 +281,7 @@ impl Cluster {
             foca,
             rt: AccumulatingRuntime::new(),
             sealer: Sealer::new(key, instance),
-            opener: Opener::new(key),
+            opener,
             rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             me,
             record,
@@ -300,6 +318,21 @@ impl Cluster {
 
     pub fn foreign(&self) -> impl Iterator<Item = (&Ipv4Addr, &Foreign)> {
         self.foreign.iter()
+    }
+
+    /// How many entries each table holds: the state that grows with the cluster.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            members: self.foca.iter_membership_state().len(),
+            alive: self.alive.list.len(),
+            records: self.records.len(),
+            replay_windows: self.opener.remembered(),
+            instances: self.instances.len(),
+            timers: self.timers.len(),
+            events: self.events.len(),
+            outgoing: self.out.len(),
+            foca_updates: self.foca.updates_backlog(),
+        }
     }
 
     pub fn alive_count(&self) -> usize {
@@ -676,7 +709,13 @@ impl Cluster {
         let cutoff = now.saturating_sub(Duration::from_secs(60));
         let alive: HashSet<NodeId> = self.alive.list.iter().map(|m| m.id).collect();
         self.records.expire(cutoff, |id| alive.contains(id));
-        self.instances.retain(|id, _| alive.contains(id));
+        // Duplicate ids show within DUPLICATE_WINDOW; older tracks only cost memory.
+        self.instances.retain(|id, t| {
+            alive.contains(id)
+                && t.seen
+                    .iter()
+                    .any(|(_, at)| now.saturating_sub(*at) < DUPLICATE_WINDOW)
+        });
         let size = (self.alive.list.len() as u32 + 1).next_power_of_two();
         if size != self.sized_for {
             self.sized_for = size;

@@ -11,7 +11,7 @@ pub mod sim;
 pub mod wire;
 
 pub use crate::core::{
-    broadcast_of, Cluster, Config, ConflictKind, Counters, Event, Foreign, MemberView, ViewState,
+    broadcast_of, Cluster, Config, ConflictKind, Counters, Event, Footprint, Foreign, MemberView, ViewState,
 };
 pub use id::{Member, NodeId};
 pub use record::{NodeRecord, RecordTable};
