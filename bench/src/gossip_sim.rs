@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use clump_cluster::sim::{Network, Sim};
-use clump_cluster::{Config, Event, Member};
+use clump_cluster::{Cluster, Config, Event, Member};
 use clump_seal::ClusterKey;
 use std::time::{Duration, Instant};
 
@@ -43,41 +43,21 @@ struct Outcome {
     wall: Duration,
 }
 
-/// Runs in steps until `done` holds for every running node but `except`, or `limit` passes.
+/// Runs in 50 ms steps until `settled` holds on every running node but `except`, or `limit`
+/// passes; the time it took.
 fn until_all(
     sim: &mut Sim,
     except: &[usize],
     limit: Duration,
-    mut done: impl FnMut(&Event) -> bool,
+    settled: impl Fn(&Cluster) -> bool,
 ) -> Option<Duration> {
     let start = sim.now;
-    let mut seen: Vec<usize> = vec![0; sim.len()];
-    let mut ok: Vec<bool> = vec![false; sim.len()];
-    for &e in except {
-        if let Some(slot) = ok.get_mut(e) {
-            *slot = true;
-        }
-    }
     while sim.now - start < limit {
         sim.run_for(Duration::from_millis(50));
-        for (i, node) in sim.running() {
-            if ok[i] {
-                continue;
-            }
-            if node.events[seen[i]..].iter().any(|(_, e)| done(e)) {
-                ok[i] = true;
-            }
-            seen[i] = node.events.len();
-        }
-        if std::env::var_os("SIM_TRACE").is_some() {
-            let k = sim.running().filter(|(i, _)| ok[*i]).count();
-            eprintln!(
-                "t={:.2} {k}/{}",
-                (sim.now - start).as_secs_f64(),
-                sim.running().count()
-            );
-        }
-        if sim.running().all(|(i, _)| ok[i]) {
+        if sim
+            .running()
+            .all(|(i, node)| except.contains(&i) || settled(&node.cluster))
+        {
             return Some(sim.now - start);
         }
     }
@@ -102,7 +82,17 @@ fn run(n: usize, loss: f64, steady: u64, seed: u64, config: Config) -> Outcome {
     let bytes0: u64 = sim.bytes_sent.iter().sum();
     let dgrams0: u64 = sim.datagrams_sent.iter().sum();
     let events0: Vec<usize> = sim.running().map(|(_, node)| node.events.len()).collect();
-    sim.run_for(Duration::from_secs(steady));
+    for _ in 0..steady {
+        sim.run_for(Duration::from_secs(1));
+        if std::env::var_os("SIM_TRACE").is_some() {
+            let events: usize = sim.running().map(|(_, n)| n.events.len()).sum();
+            let fp = sim.running().next().map(|(_, n)| n.cluster.footprint());
+            eprintln!(
+                "t={:?} events={events} node0={fp:?} delivered={} lost={}",
+                sim.now, sim.delivered, sim.lost
+            );
+        }
+    }
     let bytes = sim.bytes_sent.iter().sum::<u64>() - bytes0;
     let dgrams = sim.datagrams_sent.iter().sum::<u64>() - dgrams0;
     let false_deaths = sim
@@ -120,23 +110,17 @@ fn run(n: usize, loss: f64, steady: u64, seed: u64, config: Config) -> Outcome {
     sim.start(n, None);
     sim.found_hosts(n, &[(seed as usize * 7919) % n]);
     let newcomer: Option<Member> = sim.member(n);
-    let join = until_all(
-        &mut sim,
-        &[n],
-        Duration::from_secs(60),
-        |e| matches!(e, Event::MemberUp(m) if Some(*m) == newcomer),
-    );
+    let join = until_all(&mut sim, &[n], Duration::from_secs(60), |c| {
+        newcomer.is_some_and(|m| c.counts_alive(&m))
+    });
 
     // A death: a node loses power.
     let victim = (seed as usize * 104_729) % n;
     let dead = sim.member(victim);
     sim.kill(victim);
-    let death = until_all(
-        &mut sim,
-        &[],
-        Duration::from_secs(120),
-        |e| matches!(e, Event::MemberDown { member, .. } if Some(*member) == dead),
-    );
+    let death = until_all(&mut sim, &[], Duration::from_secs(120), |c| {
+        dead.is_some_and(|m| !c.counts_alive(&m))
+    });
 
     if std::env::var_os("SIM_TRACE").is_some() {
         if let Some((i, node)) = sim.running().next() {

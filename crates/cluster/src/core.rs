@@ -335,6 +335,11 @@ impl Cluster {
         }
     }
 
+    /// True while this node counts `member` among the live ones.
+    pub fn counts_alive(&self, member: &Member) -> bool {
+        self.alive.contains(member)
+    }
+
     pub fn alive_count(&self) -> usize {
         self.alive.list.len()
     }
