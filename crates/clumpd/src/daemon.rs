@@ -32,6 +32,7 @@ pub struct Paths {
     pub node_id: PathBuf,
 }
 
+/// The daemon's clock: monotonic, counting suspend, the kernel's `t=` and clump-netd's clock too.
 pub fn mono() -> Duration {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec.clamp(0, 999_999_999) as u32)

@@ -185,12 +185,6 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-/// The clock the sweep runs on (monotonic, counting suspend, like clump-netd's).
-pub fn now() -> Duration {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec.clamp(0, 999_999_999) as u32)
-}
-
 /// Sweeps `addr/prefix_len` on `ifindex` from `mac` (at most `cap` targets, `rate` frames per
 /// second), waits `linger` after the last frame for late replies, and returns who answered.
 pub fn run(
@@ -202,11 +196,11 @@ pub fn run(
     rate: u32,
     linger: Duration,
 ) -> io::Result<Vec<Host>> {
-    let sweep = Sweep::new(mac, addr, prefix_len, cap, rate, now());
+    let sweep = Sweep::new(mac, addr, prefix_len, cap, rate, crate::daemon::mono());
     let mut driver = SweepDriver::open(ifindex, sweep)?;
     tracing::debug!(%addr, prefix_len, targets = driver.total(), rate, "ARP sweep");
     loop {
-        let t = now();
+        let t = crate::daemon::mono();
         driver.on_time(t);
         if driver.is_done(t, linger) {
             break;
