@@ -372,12 +372,18 @@ impl Daemon {
             available_kib: 0,
         });
         let speed = self.speed_fixed.or(self.speed_measured).unwrap_or(0);
+        // Until the benchmark is done (a second or two), load is normalised as for the reference.
+        let norm_speed = if speed == 0 {
+            crate::speed::REFERENCE_SPEED
+        } else {
+            speed
+        };
         let load = self.load;
         self.cluster.update_record(|r| {
             r.mem_total_kib = mem.total_kib;
             r.mem_free_kib = mem.available_kib;
             r.runnable = u32::try_from(load.exported_milli()).unwrap_or(u32::MAX);
-            r.load = u32::try_from(load.normalised_milli(speed.max(1), r.cores.max(1))).unwrap_or(u32::MAX);
+            r.load = u32::try_from(load.normalised_milli(norm_speed, r.cores.max(1))).unwrap_or(u32::MAX);
             r.speed = speed;
         });
     }

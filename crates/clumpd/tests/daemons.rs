@@ -205,6 +205,41 @@ fn daemons_find_each_other_refuse_another_key_and_see_a_leave() {
                 .expect("nodes.json parses");
         assert_eq!(members(&json), [10, 11, 12]);
     }
+    // Records travel: every node learns the others' speed (once measured), cores and memory.
+    net.wait_for(
+        "records with speed, cores and memory",
+        Duration::from_secs(15),
+        || {
+            net.map(0).is_some_and(|m| {
+                m.nodes.iter().filter(|n| n.state == NodeState::Alive).count() == 2
+                    && m.nodes.iter().filter(|n| n.state == NodeState::Alive).all(|n| {
+                        n.speed.is_some_and(|s| s > 0)
+                            && n.cores.is_some()
+                            && n.mem_total_kib.is_some_and(|m| m > 0)
+                    })
+            })
+        },
+    );
+    // A speed set by hand on node 11 reaches node 10.
+    let speed = Client::connect(net.path(1, "sock"))
+        .expect("connect")
+        .set_speed(Some(4321))
+        .expect("set-speed");
+    assert_eq!(speed.speed, Some(4321));
+    net.wait_for("the new speed to reach node 10", Duration::from_secs(10), || {
+        net.map(0).is_some_and(|m| {
+            m.nodes
+                .iter()
+                .any(|n| n.number == Some(11) && n.speed == Some(4321))
+        })
+    });
+    assert_eq!(
+        std::fs::read_to_string(net.path(1, "speed"))
+            .expect("kept")
+            .trim(),
+        "4321"
+    );
+
     // The node with the other key: never a member, shown as refused on both sides.
     net.wait_for(
         "the foreign node to be refused on every side",
@@ -235,4 +270,48 @@ fn daemons_find_each_other_refuse_another_key_and_see_a_leave() {
             })
         })
     });
+}
+
+#[test]
+fn without_a_key_a_node_joins_nothing_and_says_so() {
+    // No network needed: without a key the daemon never opens the cluster socket.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    std::fs::write(p("cmdline"), "console=ttyS0 quiet\n").expect("cmdline");
+    let log = std::fs::File::create(p("log")).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clumpd"))
+        .arg("--cmdline")
+        .arg(p("cmdline"))
+        .arg("--key-file")
+        .arg(p("missing.key"))
+        .arg("--lease")
+        .arg(p("lease.json"))
+        .arg("--nodes-json")
+        .arg(p("nodes.json"))
+        .arg("--mosix-map")
+        .arg(p("mosix.map"))
+        .arg("--socket")
+        .arg(p("sock"))
+        .stderr(log)
+        .spawn()
+        .expect("clumpd");
+    let start = Instant::now();
+    let map = loop {
+        if let Some(map) = Client::connect(p("sock")).ok().and_then(|mut c| c.nodes().ok()) {
+            if map.state == clump_api::MapState::NoKey {
+                break map;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no no-key state");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(map.nodes.is_empty());
+    let log = std::fs::read_to_string(p("log")).unwrap_or_default();
+    assert!(
+        log.contains("no cluster key") && log.contains("missing.key"),
+        "{log}"
+    );
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("signal");
+    assert!(child.wait().expect("wait").success());
 }
