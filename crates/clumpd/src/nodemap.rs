@@ -102,6 +102,8 @@ pub fn build(cluster: &Cluster, fingerprint: &str, port: u16, clock: Clock) -> N
         version: clump_api::MAP_VERSION,
         state: if cluster.is_joined() {
             MapState::Joined
+        } else if cluster.is_alone() {
+            MapState::Alone
         } else {
             MapState::Joining
         },

@@ -220,6 +220,8 @@ pub struct Cluster {
     next_expire: Duration,
     broadcast: Option<SocketAddrV4>,
     joined: bool,
+    /// Joined once and then lost every other node: "alone" rather than "joining".
+    was_joined: bool,
     sized_for: u32,
     out: VecDeque<(SocketAddrV4, Vec<u8>)>,
     events: VecDeque<Event>,
@@ -290,6 +292,7 @@ impl Cluster {
             timer_seq: 0,
             broadcast,
             joined: false,
+            was_joined: false,
             sized_for: 2,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -310,6 +313,11 @@ impl Cluster {
 
     pub fn is_joined(&self) -> bool {
         self.joined
+    }
+
+    /// Was in a cluster once and is not now: every other node left or died.
+    pub fn is_alone(&self) -> bool {
+        !self.joined && self.was_joined
     }
 
     pub fn counters(&self) -> &Counters {
@@ -769,6 +777,7 @@ impl Cluster {
                 }
                 OwnedNotification::Active => {
                     self.joined = true;
+                    self.was_joined = true;
                     // Presence hellos start at a random point of the interval: a cluster that
                     // forms at once must not broadcast at once.
                     let interval = self.presence_interval();

@@ -122,6 +122,13 @@ fn a_dead_node_is_dead_everywhere_and_a_leaving_node_left() {
         assert_eq!(state_of(left_id), Some(ViewState::Left), "node {i}");
         assert_eq!(alive_view(&sim, i), 3);
     }
+    // The last ones standing: when the others go too, a node is alone, not joining.
+    sim.kill(1);
+    sim.kill(2);
+    sim.run_for(secs(20));
+    let last = sim.node(0).expect("running");
+    assert!(last.cluster.is_alone() && !last.cluster.is_joined());
+    assert!(last.events.iter().any(|(_, e)| *e == Event::Alone));
 }
 
 #[test]
