@@ -491,6 +491,10 @@ impl Cluster {
         let _ = self.foca.apply_many(updates, false, &mut self.rt);
         self.drain_foca(now);
         self.expire(now);
+        // The bulk left queues sized for one notification per member; 10,000 nodes each keeping
+        // two such empty queues cost 9 GB in the simulation.
+        self.rt = AccumulatingRuntime::new();
+        self.events = self.events.drain(..).collect();
     }
 
     /// This node, every member foca knows (alive, suspect or down), with what their records say.
