@@ -1,0 +1,1 @@
+//! The status screen renderer (issue 5).
