@@ -2,6 +2,7 @@
 
 mod cluster;
 mod log;
+mod mon;
 mod power;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch every node live: load, memory, speed, jobs (keys: l m s j, Tab, PgUp/PgDn, q).
+    Mon {
+        /// The view to start with.
+        #[arg(long, value_enum, default_value_t = mon::app::View::Load)]
+        view: mon::app::View,
+        /// Seconds between refreshes (0.2 to 3600).
+        #[arg(long, default_value = "1", value_name = "SECONDS", value_parser = mon::parse_interval)]
+        interval: std::time::Duration,
+        /// No colours (also when NO_COLOR is set); states are words either way.
+        #[arg(long)]
+        no_color: bool,
+        /// Print one frame, every node on it, as plain text and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Shut the node down in order and power it off.
     Poweroff,
     /// Shut the node down in order and restart it.
@@ -94,6 +110,24 @@ fn main() -> ExitCode {
         } => cluster::set_speed(&socket, speed),
         Command::Events { since, follow, json } => cluster::events(&socket, since, follow, json),
         Command::Stats { json } => cluster::stats(&socket, json),
+        Command::Mon {
+            view,
+            interval,
+            no_color,
+            once,
+        } => {
+            let env = |name| std::env::var(name).ok();
+            let color = mon::color_allowed(no_color, env("NO_COLOR").as_deref(), env("TERM").as_deref());
+            mon::run(
+                &socket,
+                &mon::Options {
+                    view,
+                    interval,
+                    color,
+                    once,
+                },
+            )
+        }
         Command::Poweroff => power::request(power::Action::PowerOff),
         Command::Reboot => power::request(power::Action::Reboot),
     };
@@ -196,6 +230,37 @@ mod tests {
             &["node", "set-speed", "1000001"],
             &["node", "set-speed", "fast"],
             &["node", "set-speed", "5000", "--measured"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mon_takes_a_view_an_interval_and_flags() {
+        use mon::app::View;
+        let mon = |view, ms, no_color, once| Command::Mon {
+            view,
+            interval: std::time::Duration::from_millis(ms),
+            no_color,
+            once,
+        };
+        assert_eq!(parse(&["mon"]).unwrap(), mon(View::Load, 1000, false, false));
+        assert_eq!(
+            parse(&["mon", "--view", "memory", "--interval", "2.5", "--no-color"]).unwrap(),
+            mon(View::Memory, 2500, true, false)
+        );
+        assert_eq!(
+            parse(&["mon", "--view=jobs", "--once"]).unwrap(),
+            mon(View::Jobs, 1000, false, true)
+        );
+        assert_eq!(
+            parse(&["mon", "--view", "speed"]).unwrap(),
+            mon(View::Speed, 1000, false, false)
+        );
+        for bad in [
+            &["mon", "--view", "disk"][..],
+            &["mon", "--interval", "0"],
+            &["mon", "--interval", "soon"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
