@@ -48,11 +48,18 @@ pub fn run(signals: Signals) -> ! {
     hw.coldplug(&cfg.modules);
     log::stage("coldplug");
 
+    // The screen starts before the NICs so the monitor shows the stages from here on; the drivers
+    // that give it a framebuffer were loaded by coldplug.
+    let mut supervisor = Supervisor::default();
+    let mut spawner = ProcessSpawner;
+    if let Some(spec) = services::screen(&cfg, |p| std::path::Path::new(p).exists()) {
+        supervisor.add(spec, clock::since_boot());
+        log_events(supervisor.tick(clock::since_boot(), &mut spawner));
+    }
+
     let chosen = network::bring_up(cfg.carrier_wait, cfg.iface.as_deref(), cfg.boot_mac.as_deref());
     log::stage("nics");
 
-    let mut supervisor = Supervisor::default();
-    let mut spawner = ProcessSpawner;
     let now = clock::since_boot();
     let network = services::network(chosen.as_ref().map(|c| c.nic.name.as_str()), &cfg, |p| {
         std::path::Path::new(p).exists()

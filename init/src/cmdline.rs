@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Config {
     /// Root shells on tty2 and the serial console (`clump.shell=on|off`).
     pub shell: bool,
+    /// The status screen on the monitor (`clump.screen=on|off`).
+    pub screen: bool,
     /// How long to wait for carrier on the NICs (`clump.carrier_wait=<ms>`).
     pub carrier_wait: Duration,
     /// Modules to load before coldplug (`clump.modules=a,b`).
@@ -34,6 +36,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             shell: true,
+            screen: true,
             carrier_wait: Duration::from_millis(5000),
             modules: Vec::new(),
             blacklist: Vec::new(),
@@ -96,6 +99,11 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
                 "on" | "1" | "yes" | "" => cfg.shell = true,
                 "off" | "0" | "no" => cfg.shell = false,
                 other => warnings.push(format!("clump.shell={other:?}: expected on or off")),
+            },
+            "clump.screen" => match value {
+                "on" | "1" | "yes" | "" => cfg.screen = true,
+                "off" | "0" | "no" => cfg.screen = false,
+                other => warnings.push(format!("clump.screen={other:?}: expected on or off")),
             },
             "clump.carrier_wait" => match value.parse::<u64>() {
                 Ok(ms) if ms <= 600_000 => cfg.carrier_wait = Duration::from_millis(ms),

@@ -30,6 +30,23 @@ pub fn network(chosen: Option<&str>, cfg: &Config, installed: impl Fn(&str) -> b
     out
 }
 
+/// The status screen on the monitor (tty1); an image built without it still boots, with the text
+/// console on tty1.
+pub const SCREEND: &str = "/bin/clump-screend";
+
+/// The status screen, unless `clump.screen=off` or the image has none.
+pub fn screen(cfg: &Config, installed: impl Fn(&str) -> bool) -> Option<ServiceSpec> {
+    if !cfg.screen || !installed(SCREEND) {
+        return None;
+    }
+    Some(ServiceSpec {
+        name: "screen".into(),
+        argv: vec![SCREEND.to_string()],
+        env: vec![("PATH".into(), "/bin:/sbin:/usr/bin:/usr/sbin".into())],
+        tty: None,
+    })
+}
+
 fn shell_env(term: &str) -> Vec<(String, String)> {
     [
         ("PATH", "/bin:/sbin:/usr/bin:/usr/sbin"),
@@ -123,6 +140,15 @@ mod tests {
         assert_eq!(all[1].tty, None, "its stderr is the console");
         // DHCP on every NIC with carrier unless one was named.
         assert_eq!(all[0].argv, [NETD]);
+    }
+
+    #[test]
+    fn the_screen_runs_unless_turned_off_or_missing() {
+        let (cfg, _) = crate::cmdline::parse("console=ttyS0");
+        assert_eq!(screen(&cfg, |_| true).map(|s| s.argv), Some(vec![SCREEND.to_string()]));
+        assert!(screen(&cfg, |_| false).is_none());
+        let (cfg, _) = crate::cmdline::parse("clump.screen=off");
+        assert!(screen(&cfg, |_| true).is_none());
     }
 
     #[test]
