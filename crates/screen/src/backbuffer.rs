@@ -1,0 +1,310 @@
+//! The frame drawn in memory and copied to the framebuffer: whole, or only what changed.
+//!
+//! Reads from framebuffer memory are slow (uncached, or behind DRM's deferred I/O), so the buffer
+//! keeps its own copy of what it last wrote to the front and compares against that, never against
+//! the front itself.
+
+use crate::error::ScreenError;
+use crate::pixel::PixelFormat;
+use embedded_graphics::draw_target::DrawTarget;
+use embedded_graphics::geometry::{Dimensions, OriginDimensions, Size};
+use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
+use embedded_graphics::primitives::{PointsIter, Rectangle};
+use embedded_graphics::Pixel;
+use std::convert::Infallible;
+
+/// What a flush copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Rows of which some bytes were copied.
+    pub rows: u32,
+    /// Bytes copied to the front.
+    pub bytes: usize,
+    /// The front was shorter than `stride * height`: the rows past its end were not copied.
+    pub clipped: bool,
+}
+
+/// A frame in the framebuffer's own format and stride, drawn with embedded-graphics.
+#[derive(Debug, Clone)]
+pub struct BackBuffer {
+    width: u32,
+    height: u32,
+    stride: usize,
+    format: PixelFormat,
+    pixels: Vec<u8>,
+    /// What the front holds as far as this buffer knows: the bytes it last copied there.
+    shadow: Vec<u8>,
+    /// The front's content is not known (never flushed, or invalidated): copy everything.
+    front_unknown: bool,
+}
+
+impl BackBuffer {
+    /// A black frame of `width` x `height` pixels, rows `stride` bytes apart (the framebuffer's
+    /// `line_length`, which may be longer than a row of pixels).
+    pub fn new(
+        width: u32,
+        height: u32,
+        stride: usize,
+        format: PixelFormat,
+    ) -> Result<BackBuffer, ScreenError> {
+        if width == 0 || height == 0 {
+            return Err(ScreenError::Empty { width, height });
+        }
+        let too_large = ScreenError::TooLarge {
+            width,
+            height,
+            stride,
+        };
+        let row = usize::try_from(width)
+            .ok()
+            .and_then(|w| w.checked_mul(format.bytes_per_pixel()))
+            .ok_or_else(|| too_large.clone())?;
+        if stride < row {
+            return Err(ScreenError::StrideTooShort { stride, width, row });
+        }
+        let len = usize::try_from(height)
+            .ok()
+            .and_then(|h| h.checked_mul(stride))
+            .filter(|&len| isize::try_from(len).is_ok())
+            .ok_or(too_large)?;
+        Ok(BackBuffer {
+            width,
+            height,
+            stride,
+            format,
+            pixels: vec![0; len],
+            shadow: vec![0; len],
+            front_unknown: true,
+        })
+    }
+
+    /// A frame whose rows are packed with no padding.
+    pub fn packed(width: u32, height: u32, format: PixelFormat) -> Result<BackBuffer, ScreenError> {
+        let stride = usize::try_from(width)
+            .ok()
+            .and_then(|w| w.checked_mul(format.bytes_per_pixel()))
+            .ok_or(ScreenError::TooLarge {
+                width,
+                height,
+                stride: 0,
+            })?;
+        BackBuffer::new(width, height, stride, format)
+    }
+
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+
+    /// The frame's bytes, `stride * height` of them, as the framebuffer stores them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.pixels
+    }
+
+    /// The length a front must have to take the whole frame.
+    pub fn frame_len(&self) -> usize {
+        self.pixels.len()
+    }
+
+    /// The colour at a pixel, or `None` outside the frame.
+    pub fn pixel(&self, x: u32, y: u32) -> Option<Rgb888> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = self.index(x, y);
+        Some(
+            self.format
+                .decode(&self.pixels[i..i + self.format.bytes_per_pixel()]),
+        )
+    }
+
+    /// The frame as 8-bit R, G, B triplets, row after row without padding (for PNG files).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let bpp = self.format.bytes_per_pixel();
+        let row = self.row_len();
+        let mut out = Vec::with_capacity(self.pixels.len() / bpp * 3);
+        for line in self.pixels.chunks_exact(self.stride) {
+            for px in line[..row].chunks_exact(bpp) {
+                let c = self.format.decode(px);
+                out.extend_from_slice(&[c.r(), c.g(), c.b()]);
+            }
+        }
+        out
+    }
+
+    /// Forget what the front holds (it was re-mapped, or something else drew on it): the next
+    /// [`flush_changed`](Self::flush_changed) copies the whole frame.
+    pub fn invalidate(&mut self) {
+        self.front_unknown = true;
+    }
+
+    /// Copies to `front` (the mapped framebuffer, same stride and format) the span of each row
+    /// that differs from what was last copied there. A front shorter than the frame takes the rows
+    /// that fit; the rest are copied by a later flush to a front that has room for them.
+    pub fn flush_changed(&mut self, front: &mut [u8]) -> FlushStats {
+        if self.front_unknown {
+            return self.flush_all(front);
+        }
+        let bpp = self.format.bytes_per_pixel();
+        let row_len = self.row_len();
+        let mut stats = FlushStats::default();
+        for y in 0..self.height as usize {
+            let start = y * self.stride;
+            let back = &self.pixels[start..start + row_len];
+            let shadow = &mut self.shadow[start..start + row_len];
+            if back == shadow {
+                continue;
+            }
+            // The first and last differing pixels bound the span; both exist since the rows differ.
+            let first = back
+                .iter()
+                .zip(shadow.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0)
+                / bpp
+                * bpp;
+            let last = back
+                .iter()
+                .zip(shadow.iter())
+                .rposition(|(a, b)| a != b)
+                .unwrap_or(row_len - 1);
+            let end = (last / bpp + 1) * bpp;
+            let (from, to) = (start + first, start + end);
+            if to > front.len() {
+                stats.clipped = true;
+                let fit = front.len().saturating_sub(from) / bpp * bpp;
+                if fit == 0 {
+                    continue;
+                }
+                front[from..from + fit].copy_from_slice(&back[first..first + fit]);
+                shadow[first..first + fit].copy_from_slice(&back[first..first + fit]);
+                stats.rows += 1;
+                stats.bytes += fit;
+                continue;
+            }
+            front[from..to].copy_from_slice(&back[first..end]);
+            shadow[first..end].copy_from_slice(&back[first..end]);
+            stats.rows += 1;
+            stats.bytes += end - first;
+        }
+        stats
+    }
+
+    /// Copies the whole frame to `front` (as much of it as fits).
+    pub fn flush_all(&mut self, front: &mut [u8]) -> FlushStats {
+        let n = front.len().min(self.pixels.len());
+        front[..n].copy_from_slice(&self.pixels[..n]);
+        self.shadow[..n].copy_from_slice(&self.pixels[..n]);
+        let clipped = n < self.pixels.len();
+        // Rows that did not fit are unknown to the shadow; only a full copy makes it trustworthy.
+        self.front_unknown = clipped;
+        FlushStats {
+            rows: u32::try_from(n.div_ceil(self.stride)).unwrap_or(u32::MAX),
+            bytes: n,
+            clipped,
+        }
+    }
+
+    fn row_len(&self) -> usize {
+        self.width as usize * self.format.bytes_per_pixel()
+    }
+
+    fn index(&self, x: u32, y: u32) -> usize {
+        y as usize * self.stride + x as usize * self.format.bytes_per_pixel()
+    }
+
+    /// The part of `area` inside the frame, as (x0, y0, x1, y1) with x1, y1 exclusive.
+    fn clip(&self, area: &Rectangle) -> Option<(u32, u32, u32, u32)> {
+        let r = area.intersection(&self.bounding_box());
+        let br = r.bottom_right()?;
+        let x0 = u32::try_from(r.top_left.x).ok()?;
+        let y0 = u32::try_from(r.top_left.y).ok()?;
+        Some((
+            x0,
+            y0,
+            u32::try_from(br.x).ok()? + 1,
+            u32::try_from(br.y).ok()? + 1,
+        ))
+    }
+}
+
+impl OriginDimensions for BackBuffer {
+    fn size(&self) -> Size {
+        Size::new(self.width, self.height)
+    }
+}
+
+impl DrawTarget for BackBuffer {
+    type Color = Rgb888;
+    type Error = Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Pixel<Self::Color>>,
+    {
+        let bpp = self.format.bytes_per_pixel();
+        for Pixel(p, c) in pixels {
+            let (Ok(x), Ok(y)) = (u32::try_from(p.x), u32::try_from(p.y)) else {
+                continue;
+            };
+            if x < self.width && y < self.height {
+                let i = self.index(x, y);
+                self.pixels[i..i + bpp].copy_from_slice(&self.format.encode(c)[..bpp]);
+            }
+        }
+        Ok(())
+    }
+
+    fn fill_contiguous<I>(&mut self, area: &Rectangle, colors: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Self::Color>,
+    {
+        let Some((x0, y0, x1, y1)) = self.clip(area) else {
+            return Ok(());
+        };
+        let bpp = self.format.bytes_per_pixel();
+        // Colours come row by row over the whole area; those clipped away are skipped.
+        let (xs, ys) = (x0..x1, y0..y1);
+        for (p, c) in area.points().zip(colors) {
+            let (Ok(x), Ok(y)) = (u32::try_from(p.x), u32::try_from(p.y)) else {
+                continue;
+            };
+            if xs.contains(&x) && ys.contains(&y) {
+                let i = self.index(x, y);
+                self.pixels[i..i + bpp].copy_from_slice(&self.format.encode(c)[..bpp]);
+            }
+        }
+        Ok(())
+    }
+
+    fn fill_solid(&mut self, area: &Rectangle, color: Self::Color) -> Result<(), Self::Error> {
+        let Some((x0, y0, x1, y1)) = self.clip(area) else {
+            return Ok(());
+        };
+        let bpp = self.format.bytes_per_pixel();
+        let px = self.format.encode(color);
+        let px = &px[..bpp];
+        for y in y0..y1 {
+            let (a, b) = (self.index(x0, y), self.index(x1, y));
+            for dst in self.pixels[a..b].chunks_exact_mut(bpp) {
+                dst.copy_from_slice(px);
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, color: Self::Color) -> Result<(), Self::Error> {
+        self.fill_solid(&self.bounding_box(), color)
+    }
+}
