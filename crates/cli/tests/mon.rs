@@ -243,6 +243,25 @@ fn shows_both(screen: &[String]) -> bool {
 }
 
 #[test]
+fn once_without_clumpd_fails_in_one_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_clump"))
+        .args(["mon", "--once"])
+        .env("CLUMP_API_SOCKET", dir.path().join("sock"))
+        .output()
+        .expect("clump mon --once");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "clump: clumpd is not running (no {})\n",
+            dir.path().join("sock").display()
+        )
+    );
+}
+
+#[test]
 fn mon_shows_the_nodes_switches_views_resizes_and_quits() {
     let started = Instant::now();
     let mut lab = Lab::new();
@@ -263,6 +282,27 @@ fn mon_shows_the_nodes_switches_views_resizes_and_quits() {
             })
         },
     );
+
+    // --once: the frame as plain text, every node on it, no escape sequences.
+    let out = Command::new(env!("CARGO_BIN_EXE_clump"))
+        .args(["mon", "--once", "--view", "jobs"])
+        .env("CLUMP_API_SOCKET", lab.path(1, "sock"))
+        .output()
+        .expect("clump mon --once");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(!text.contains('\x1b'), "{text}");
+    assert!(
+        lines[1].starts_with(" l load   m memory   s speed  [j jobs]"),
+        "{text}"
+    );
+    assert_eq!(row(&lines, "10").map(|w| w[2]), Some("alive"), "{text}");
+    assert_eq!(row(&lines, "11").map(|w| w[2]), Some("this"), "{text}");
 
     lab.start_mon(0, 100, 30);
     let s = lab.wait_screen("both nodes on the load view", shows_both);
