@@ -63,6 +63,11 @@ enum Command {
         json: bool,
     },
     /// Watch every node live: load, memory, speed, jobs (keys: l m s j, Tab, PgUp/PgDn, q).
+    ///
+    /// Keys: l load, m memory, s speed, j jobs; Tab or Left/Right cycle the views; Up/Down,
+    /// PgUp/PgDn, Home/End scroll the nodes; Ctrl-L draws the screen anew; q, Esc or Ctrl-C quit.
+    /// Load is per core, relative to the reference speed: 1.00 means every core of the node runs
+    /// one task at speed 1000.
     Mon {
         /// The view to start with.
         #[arg(long, value_enum, default_value_t = mon::app::View::Load)]

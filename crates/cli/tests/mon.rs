@@ -141,8 +141,9 @@ impl Lab {
         while !ok() {
             if start.elapsed() > limit {
                 let screen = self.tmux.as_ref().map(|_| self.screen()).unwrap_or_default();
+                let stderr = std::fs::read_to_string(self.mon_stderr()).unwrap_or_default();
                 panic!(
-                    "timed out after {limit:?} waiting for {what}\n--- screen\n{}\n{}",
+                    "timed out after {limit:?} waiting for {what}\n--- screen\n{}\n--- mon's stderr\n{stderr}\n{}",
                     screen.join("\n"),
                     self.logs()
                 );
@@ -187,9 +188,17 @@ impl Lab {
             &h,
             "-e",
             &socket,
+            "sh",
+            "-c",
+            "exec \"$0\" mon 2>\"$1\"",
             env!("CARGO_BIN_EXE_clump"),
-            "mon",
+            &self.mon_stderr().display().to_string(),
         ]);
+    }
+
+    /// Where mon's stderr goes (a panic message or an error would be lost with the pane).
+    fn mon_stderr(&self) -> PathBuf {
+        self.dir.path().join("mon.stderr")
     }
 
     fn screen(&self) -> Vec<String> {
@@ -357,11 +366,19 @@ fn mon_shows_the_nodes_switches_views_resizes_and_quits() {
             "-p",
             "-t",
             SESSION,
-            "#{pane_dead} #{pane_dead_status}",
+            "#{pane_dead} #{pane_dead_status}#{pane_dead_signal}",
         ]);
-        status.starts_with('1')
+        // tmux marks the pane dead when the terminal closes, and has the status only once it
+        // has reaped the process.
+        status.trim().split(' ').nth(1).is_some_and(|s| !s.is_empty())
     });
-    assert_eq!(status.trim(), "1 0", "mon exited with status {status}");
+    let stderr = std::fs::read_to_string(lab.mon_stderr()).unwrap_or_default();
+    assert_eq!(
+        status.trim(),
+        "1 0",
+        "mon exited with status (or signal) {status}: {stderr}"
+    );
+    assert_eq!(stderr, "");
     // The alternate screen was left: what shows now is the pane's normal screen, not a frame.
     let s = lab.screen();
     assert!(

@@ -68,6 +68,8 @@ pub enum Key {
     End,
     Esc,
     CtrlC,
+    /// Ctrl-L: draw everything anew (kernel messages on a serial console scribble over it).
+    CtrlL,
     Other,
 }
 
@@ -100,6 +102,8 @@ pub struct App {
     pub color: bool,
     /// How often the map is fetched, for the "retrying every" line.
     pub interval_ms: u64,
+    /// The whole screen must be drawn anew, not just what changed.
+    pub redraw: bool,
     pub quit: bool,
 }
 
@@ -115,6 +119,7 @@ impl App {
             last_event: None,
             color,
             interval_ms,
+            redraw: false,
             quit: false,
         }
     }
@@ -146,6 +151,7 @@ impl App {
             Key::PageDown => self.scroll += page.saturating_sub(1).max(1),
             Key::Home => self.scroll = 0,
             Key::End => self.scroll = usize::MAX,
+            Key::CtrlL => self.redraw = true,
             Key::Other => {}
         }
         self.scroll = self.scroll.min(self.max_scroll());
@@ -217,6 +223,14 @@ mod tests {
         for v in View::ALL {
             assert_eq!(v.next().prev(), v);
         }
+    }
+
+    #[test]
+    fn ctrl_l_asks_for_a_full_redraw() {
+        let mut app = App::new(View::Jobs, true, 1000);
+        app.handle_key(Key::CtrlL);
+        assert!(app.redraw && !app.quit);
+        assert_eq!(app.view, View::Jobs);
     }
 
     #[test]

@@ -125,20 +125,18 @@ impl Drop for RawScreen {
     }
 }
 
-/// The viewport: the whole terminal, or 80x24 (`COLUMNS`/`LINES` if set) where the terminal
-/// cannot tell its size, as a serial console cannot (it reports 0x0).
-fn viewport() -> Viewport {
-    match terminal::size() {
-        Ok((w, h)) if w > 0 && h > 0 => Viewport::Fullscreen,
+/// The viewport for a terminal of `size`: all of it, or where the terminal cannot tell its size
+/// (a serial console reports 0x0) `COLUMNS` x `LINES` if set, else 80x24.
+fn viewport(size: Option<(u16, u16)>, columns: Option<&str>, lines: Option<&str>) -> Viewport {
+    match size {
+        Some((w, h)) if w > 0 && h > 0 => Viewport::Fullscreen,
         _ => {
-            let env = |name: &str, default: u16| {
-                std::env::var(name)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
+            let get = |v: Option<&str>, default| {
+                v.and_then(|v| v.parse().ok())
                     .filter(|v| *v > 0)
                     .unwrap_or(default)
             };
-            Viewport::Fixed(Rect::new(0, 0, env("COLUMNS", 80), env("LINES", 24)))
+            Viewport::Fixed(Rect::new(0, 0, get(columns, 80), get(lines, 24)))
         }
     }
 }
@@ -156,7 +154,13 @@ fn live(socket: &Path, opts: &Options) -> Result<()> {
     let screen = RawScreen::enter()?;
     let mut term = Terminal::with_options(
         CrosstermBackend::new(std::io::stdout()),
-        TerminalOptions { viewport: viewport() },
+        TerminalOptions {
+            viewport: viewport(
+                terminal::size().ok(),
+                std::env::var("COLUMNS").ok().as_deref(),
+                std::env::var("LINES").ok().as_deref(),
+            ),
+        },
     )
     .context("cannot set up the terminal")?;
     let mut app = App::new(opts.view, opts.color, interval_ms(opts.interval));
@@ -166,6 +170,11 @@ fn live(socket: &Path, opts: &Options) -> Result<()> {
     while !app.quit && !stop.load(Ordering::SeqCst) {
         for update in rx.try_iter() {
             app.update(update, now_ms());
+            dirty = true;
+        }
+        if app.redraw {
+            term.clear().context("cannot clear the terminal")?;
+            app.redraw = false;
             dirty = true;
         }
         if dirty || drawn.elapsed() >= Duration::from_secs(1) {
@@ -183,12 +192,8 @@ fn live(socket: &Path, opts: &Options) -> Result<()> {
                     app.handle_key(key(k));
                     dirty = true;
                 }
-                Event::Resize(..) => {
-                    // Everything is drawn anew: a shrunk terminal may have scrolled or wrapped
-                    // what was there, and the diff against the old frame would leave garbage.
-                    term.clear().context("cannot clear the terminal")?;
-                    dirty = true;
-                }
+                // The next draw sees the new size and clears the screen first.
+                Event::Resize(..) => dirty = true,
                 _ => {}
             }
         }
@@ -201,6 +206,7 @@ fn live(socket: &Path, opts: &Options) -> Result<()> {
 fn key(k: KeyEvent) -> Key {
     match k.code {
         KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Key::CtrlC,
+        KeyCode::Char('l') if k.modifiers.contains(KeyModifiers::CONTROL) => Key::CtrlL,
         KeyCode::Char(c) => Key::Char(c),
         KeyCode::Tab => Key::Tab,
         KeyCode::BackTab => Key::BackTab,
@@ -235,6 +241,16 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_without_a_size_gets_80x24_or_what_the_environment_says() {
+        assert_eq!(viewport(Some((100, 30)), Some("40"), None), Viewport::Fullscreen);
+        let fixed = |w, h| Viewport::Fixed(Rect::new(0, 0, w, h));
+        assert_eq!(viewport(Some((0, 0)), None, None), fixed(80, 24));
+        assert_eq!(viewport(None, None, None), fixed(80, 24));
+        assert_eq!(viewport(Some((0, 0)), Some("132"), Some("43")), fixed(132, 43));
+        assert_eq!(viewport(Some((0, 0)), Some("0"), Some("wide")), fixed(80, 24));
+    }
+
+    #[test]
     fn intervals() {
         assert_eq!(parse_interval("1"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
@@ -249,6 +265,8 @@ mod tests {
         let k = |code, modifiers| key(KeyEvent::new(code, modifiers));
         assert_eq!(k(KeyCode::Char('c'), KeyModifiers::CONTROL), Key::CtrlC);
         assert_eq!(k(KeyCode::Char('c'), KeyModifiers::NONE), Key::Char('c'));
+        assert_eq!(k(KeyCode::Char('l'), KeyModifiers::CONTROL), Key::CtrlL);
+        assert_eq!(k(KeyCode::Char('l'), KeyModifiers::NONE), Key::Char('l'));
         assert_eq!(k(KeyCode::Char('M'), KeyModifiers::SHIFT), Key::Char('M'));
         assert_eq!(k(KeyCode::BackTab, KeyModifiers::SHIFT), Key::BackTab);
         assert_eq!(k(KeyCode::PageDown, KeyModifiers::NONE), Key::PageDown);

@@ -296,14 +296,13 @@ impl Columns {
     }
 }
 
-/// `part` of `whole` out of `scale`: memory bars, where each node has its own whole.
+/// `part` of `whole` out of `scale`, rounded up: memory bars, where each node has its own whole.
 fn scale_to(part: u64, whole: u64, scale: u64) -> u64 {
     if whole == 0 {
         return 0;
     }
-    let v = u128::from(part.min(whole)) * u128::from(scale) * 1000 / u128::from(whole);
-    // Thousandths keep "a little" above zero through the scaling.
-    u64::try_from(v.div_ceil(1000)).unwrap_or(u64::MAX)
+    let v = (u128::from(part.min(whole)) * u128::from(scale)).div_ceil(u128::from(whole));
+    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 /// Speed times cores: what the node can do, in reference-core units ×1000.
