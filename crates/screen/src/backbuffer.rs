@@ -308,3 +308,192 @@ impl DrawTarget for BackBuffer {
         self.fill_solid(&self.bounding_box(), color)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_graphics::geometry::Point;
+    use embedded_graphics::pixelcolor::RgbColor;
+
+    fn square(x: i32, y: i32, w: u32, h: u32) -> Rectangle {
+        Rectangle::new(Point::new(x, y), Size::new(w, h))
+    }
+
+    #[test]
+    fn rejects_short_strides_and_empty_frames() {
+        let f = PixelFormat::xrgb8888();
+        assert!(matches!(
+            BackBuffer::new(640, 480, 2559, f),
+            Err(ScreenError::StrideTooShort { row: 2560, .. })
+        ));
+        assert!(matches!(
+            BackBuffer::new(0, 480, 2560, f),
+            Err(ScreenError::Empty { .. })
+        ));
+        assert!(matches!(
+            BackBuffer::new(u32::MAX, u32::MAX, usize::MAX, f),
+            Err(ScreenError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn fill_solid_packs_by_format_and_leaves_stride_padding_alone() {
+        for f in [
+            PixelFormat::xrgb8888(),
+            PixelFormat::xbgr8888(),
+            PixelFormat::bgr888(),
+            PixelFormat::rgb565(),
+        ] {
+            let bpp = f.bytes_per_pixel();
+            let stride = 7 * bpp + 5;
+            let mut b = BackBuffer::new(7, 3, stride, f).expect("buffer");
+            b.fill_solid(&square(-2, 1, 5, 10), Rgb888::RED).expect("fill");
+            for y in 0..3 {
+                for x in 0..7 {
+                    let want = if y >= 1 && x < 3 {
+                        Rgb888::RED
+                    } else {
+                        Rgb888::BLACK
+                    };
+                    assert_eq!(b.pixel(x, y), Some(want), "{f:?} at {x},{y}");
+                }
+                let pad = &b.bytes()[y as usize * stride + 7 * bpp..(y as usize + 1) * stride];
+                assert!(pad.iter().all(|&v| v == 0), "{f:?}: padding of row {y} written");
+            }
+            let i = stride;
+            assert_eq!(&b.bytes()[i..i + bpp], &f.encode(Rgb888::RED)[..bpp]);
+        }
+    }
+
+    #[test]
+    fn draw_iter_and_fill_contiguous_clip_to_the_frame() {
+        let mut b = BackBuffer::packed(4, 4, PixelFormat::rgb565()).expect("buffer");
+        b.draw_iter([
+            Pixel(Point::new(-1, 0), Rgb888::WHITE),
+            Pixel(Point::new(3, 3), Rgb888::WHITE),
+            Pixel(Point::new(4, 0), Rgb888::WHITE),
+        ])
+        .expect("draw");
+        assert_eq!(b.pixel(3, 3), Some(Rgb888::WHITE));
+        assert_eq!(b.bytes().iter().filter(|&&v| v != 0).count(), 2);
+        // A 3x2 area hanging off the left edge: its colours are consumed row by row.
+        let colors = [
+            Rgb888::RED,
+            Rgb888::GREEN,
+            Rgb888::BLUE,
+            Rgb888::WHITE,
+            Rgb888::RED,
+            Rgb888::GREEN,
+        ];
+        b.fill_contiguous(&square(-1, 0, 3, 2), colors).expect("fill");
+        assert_eq!(b.pixel(0, 0), Some(Rgb888::GREEN));
+        assert_eq!(b.pixel(1, 0), Some(Rgb888::BLUE));
+        assert_eq!(b.pixel(0, 1), Some(Rgb888::RED));
+        assert_eq!(b.pixel(1, 1), Some(Rgb888::GREEN));
+    }
+
+    /// A front that counts nothing itself: the test compares it with the back after each flush.
+    fn front_for(b: &BackBuffer) -> Vec<u8> {
+        vec![0xee; b.frame_len()]
+    }
+
+    #[test]
+    fn flush_changed_copies_only_the_changed_span_of_changed_rows() {
+        // 24 bpp and a stride with 7 bytes of padding: spans must stay pixel-aligned.
+        let f = PixelFormat::bgr888();
+        let (w, h, stride) = (33u32, 20u32, 33 * 3 + 7);
+        let mut b = BackBuffer::new(w, h, stride, f).expect("buffer");
+        let mut front = front_for(&b);
+        let first = b.flush_changed(&mut front);
+        assert_eq!(first.bytes, b.frame_len(), "the first flush copies everything");
+        assert_eq!(front, b.bytes());
+
+        assert_eq!(
+            b.flush_changed(&mut front),
+            FlushStats::default(),
+            "nothing changed"
+        );
+
+        b.fill_solid(&square(5, 3, 4, 2), Rgb888::new(1, 2, 3))
+            .expect("fill");
+        b.draw_iter([Pixel(Point::new(32, 19), Rgb888::new(0, 0, 1))])
+            .expect("draw");
+        // Poison the front outside the change: a flush that copies more than the span shows it.
+        for y in 0..h as usize {
+            for x in 0..stride {
+                let in_span = (y == 3 || y == 4) && (15..27).contains(&x) || y == 19 && (96..99).contains(&x);
+                if !in_span {
+                    front[y * stride + x] = 0xaa;
+                }
+            }
+        }
+        let s = b.flush_changed(&mut front);
+        assert_eq!(
+            s,
+            FlushStats {
+                rows: 3,
+                bytes: 2 * 12 + 3,
+                clipped: false
+            }
+        );
+        for y in 0..h as usize {
+            for x in 0..stride {
+                let i = y * stride + x;
+                let in_span = (y == 3 || y == 4) && (15..27).contains(&x) || y == 19 && (96..99).contains(&x);
+                if in_span {
+                    assert_eq!(front[i], b.bytes()[i], "changed byte {x},{y} copied");
+                } else {
+                    assert_eq!(front[i], 0xaa, "byte {x},{y} outside the change touched");
+                }
+            }
+        }
+        // A pixel whose first byte is unchanged but whose last changed is still copied whole.
+        b.draw_iter([Pixel(Point::new(6, 3), Rgb888::new(1, 2, 9))])
+            .expect("draw");
+        let s = b.flush_changed(&mut front);
+        assert_eq!((s.rows, s.bytes), (1, 3));
+        assert_eq!(
+            &front[3 * stride + 18..3 * stride + 21],
+            &b.bytes()[3 * stride + 18..3 * stride + 21]
+        );
+    }
+
+    #[test]
+    fn flush_to_a_short_front_clips_and_catches_up_later() {
+        let mut b = BackBuffer::packed(10, 10, PixelFormat::xrgb8888()).expect("buffer");
+        b.clear(Rgb888::WHITE).expect("clear");
+        let mut short = vec![0u8; 40 * 4 + 10];
+        let s = b.flush_changed(&mut short);
+        assert!(s.clipped);
+        assert_eq!(s.bytes, short.len());
+        assert_eq!(&short[..], &b.bytes()[..short.len()]);
+        let mut front = vec![0u8; b.frame_len()];
+        b.flush_changed(&mut front);
+        assert_eq!(
+            front,
+            b.bytes(),
+            "after a clipped flush the next one copies everything"
+        );
+        b.fill_solid(&square(0, 9, 10, 1), Rgb888::RED).expect("fill");
+        let mut short = front.clone();
+        short.truncate(9 * 40 + 8);
+        let s = b.flush_changed(&mut short);
+        assert_eq!((s.rows, s.bytes, s.clipped), (1, 8, true));
+        let s = b.flush_changed(&mut front);
+        assert_eq!((s.rows, s.bytes), (1, 32), "the rest of the clipped row follows");
+        assert_eq!(front[9 * 40 + 8..], b.bytes()[9 * 40 + 8..]);
+        assert_eq!(b.flush_changed(&mut []).rows, 0);
+    }
+
+    #[test]
+    fn invalidate_makes_the_next_flush_copy_everything() {
+        let mut b = BackBuffer::packed(8, 8, PixelFormat::rgb565()).expect("buffer");
+        let mut front = vec![0u8; b.frame_len()];
+        b.flush_changed(&mut front);
+        let mut other = vec![0x55u8; b.frame_len()];
+        b.invalidate();
+        let s = b.flush_changed(&mut other);
+        assert_eq!(s.bytes, b.frame_len());
+        assert_eq!(other, b.bytes());
+    }
+}

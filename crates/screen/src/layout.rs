@@ -42,8 +42,10 @@ pub struct TileLayout {
     pub cpu: Rectangle,
     /// Memory used and total.
     pub memory: Rectangle,
-    /// Jobs and migrations in/out.
+    /// Jobs (and in compact tiles migrations in/out too).
     pub jobs: Rectangle,
+    /// Migrations in and out, in full tiles.
+    pub migrations: Option<Rectangle>,
 }
 
 /// Width of the ring inside a tile's edge kept free of text, where this node's thick border goes.
@@ -51,8 +53,8 @@ pub const BORDER: u32 = 3;
 
 impl TileLayout {
     /// The text boxes, named.
-    pub fn text_boxes(&self) -> [(&'static str, Rectangle); 7] {
-        [
+    pub fn text_boxes(&self) -> Vec<(&'static str, Rectangle)> {
+        let mut boxes = vec![
             ("title", self.title),
             ("badge", self.badge_text),
             ("load", self.load_text),
@@ -60,7 +62,9 @@ impl TileLayout {
             ("cpu", self.cpu),
             ("memory", self.memory),
             ("jobs", self.jobs),
-        ]
+        ];
+        boxes.extend(self.migrations.map(|r| ("migrations", r)));
+        boxes
     }
 
     /// A point inside the badge that no letter of the state word covers: sample the state colour here.
@@ -235,7 +239,8 @@ pub fn layout(width: u32, height: u32, n_nodes: usize) -> Layout {
 const SUMMARY_SIZE: TextSize = TextSize::Medium;
 
 /// The tile styles, biggest first.
-const STYLES: [(TileKind, TextSize); 4] = [
+const STYLES: [(TileKind, TextSize); 5] = [
+    (TileKind::Full, TextSize::Huge),
     (TileKind::Full, TextSize::Large),
     (TileKind::Full, TextSize::Medium),
     (TileKind::Full, TextSize::Small),
@@ -271,7 +276,7 @@ impl Style {
         let inset = BORDER + pad;
         let badge_h = ch + badge_extra;
         let text_rows = match kind {
-            TileKind::Full => 5,
+            TileKind::Full => 6,
             TileKind::Compact => 4,
         };
         let min_h = 2 * inset + text_rows * (ch + leading) + badge_h;
@@ -305,7 +310,7 @@ impl Style {
         let x = left(&outer) + self.inset;
         let w = outer.size.width - 2 * self.inset;
         let rows = match self.kind {
-            TileKind::Full => 6,
+            TileKind::Full => 7,
             TileKind::Compact => 5,
         };
         let spread = (outer.size.height - self.min_h) / rows;
@@ -342,11 +347,12 @@ impl Style {
             r
         };
         let hostname = line();
-        let (cpu, memory, jobs) = match self.kind {
+        let (cpu, memory, jobs, migrations) = match self.kind {
             TileKind::Full => {
                 let cpu = line();
                 let memory = line();
-                (cpu, memory, line())
+                let jobs = line();
+                (cpu, memory, jobs, Some(line()))
             }
             TileKind::Compact => {
                 let shared = line();
@@ -356,7 +362,7 @@ impl Style {
                 let cpu_w = w / 2 / cw * cw;
                 let cpu = rect(x, top(&shared), cpu_w, ch);
                 let jobs = rect(x + cpu_w + cw, top(&shared), w.saturating_sub(cpu_w + cw), ch);
-                (cpu, memory, jobs)
+                (cpu, memory, jobs, None)
             }
         };
         TileLayout {
@@ -372,6 +378,7 @@ impl Style {
             cpu,
             memory,
             jobs,
+            migrations,
         }
     }
 }
@@ -870,12 +877,11 @@ mod tests {
             let l = layout(1024, 768, n);
             assert_eq!(l.tiles.len(), n, "{n} nodes");
             assert_eq!(l.hidden, 0);
-            if n <= 12 {
-                assert_eq!(
-                    (l.kind, l.tiles[0].size),
-                    (TileKind::Full, TextSize::Large),
-                    "{n}"
-                );
+            let size = (l.kind, l.tiles[0].size);
+            if n <= 2 {
+                assert_eq!(size, (TileKind::Full, TextSize::Huge), "{n}");
+            } else if n <= 12 {
+                assert_eq!(size, (TileKind::Full, TextSize::Large), "{n}");
             }
             saw_full_medium |= l.kind == TileKind::Full && l.tiles[0].size == TextSize::Medium;
         }

@@ -288,12 +288,20 @@ impl<D: DrawTarget<Color = Rgb888>> Painter<'_, D> {
         self.text(&mem, t.memory, c, size, dim, Align::Left)?;
 
         let (jobs, min, mout) = (opt(n.jobs), opt(n.migrations_in), opt(n.migrations_out));
-        let jobs = if full {
-            format!("jobs {jobs}  migr in {min} out {mout}")
-        } else {
-            format!("j{jobs} {min}/{mout}")
-        };
-        self.text(&jobs, t.jobs, c, size, dim, Align::Left)
+        match t.migrations {
+            Some(r) => {
+                self.text(&format!("jobs {jobs}"), t.jobs, c, size, dim, Align::Left)?;
+                self.text(&format!("migr in {min} out {mout}"), r, c, size, dim, Align::Left)
+            }
+            None => self.text(
+                &format!("j{jobs} {min}/{mout}"),
+                t.jobs,
+                c,
+                size,
+                dim,
+                Align::Left,
+            ),
+        }
     }
 
     fn footer(&mut self, view: &View, l: &Layout) -> Result<(), D::Error> {
@@ -439,11 +447,15 @@ fn header_fields(view: &View) -> Vec<String> {
     }
     if let Some(s) = &view.stats {
         if s.conflicts > 0 {
-            fields.push(format!("{} conflicts", s.conflicts));
+            fields.push(plural(s.conflicts, "conflict", "conflicts"));
         }
         if s.foreign > 0 {
-            fields.push(format!("{} refused", s.foreign));
+            fields.push(format!("{} refused", plural(s.foreign, "address", "addresses")));
         }
     }
     fields
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
