@@ -184,7 +184,7 @@ pub fn layout(width: u32, height: u32, n_nodes: usize) -> Layout {
     let hh = header_h(header_lines).min(height);
     let fh = footer_h(footer_lines).min(height - hh);
 
-    let title_w = inner_w * 11 / 20;
+    let title_w = inner_w * 2 / 5;
     let title_h = title_size.line_height();
     let title = rect(margin, margin, title_w, title_h);
     let info_x = margin + title_w + margin;

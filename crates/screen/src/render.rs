@@ -71,7 +71,6 @@ impl<D: DrawTarget<Color = Rgb888>> Painter<'_, D> {
         r.into_styled(PrimitiveStyle::with_fill(color)).draw(self.target)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn text(
         &mut self,
         s: &str,
@@ -416,11 +415,10 @@ fn header_fields(view: &View) -> Vec<String> {
                 .map(|l| (u64::from(l), u64::from(n.cores.unwrap_or(1).max(1))))
         })
         .fold((0u64, 0u64), |(s, w), (l, c)| (s.saturating_add(l * c), w + c));
-    let load = if weight == 0 {
-        UNKNOWN.to_owned()
-    } else {
-        format::load(u32::try_from(weighted / weight).unwrap_or(u32::MAX))
-    };
+    let load = weighted.checked_div(weight).map_or_else(
+        || UNKNOWN.to_owned(),
+        |l| format::load(u32::try_from(l).unwrap_or(u32::MAX)),
+    );
     let jobs = view
         .jobs
         .map(u64::from)
