@@ -239,6 +239,54 @@ impl BackBuffer {
     }
 }
 
+/// Writes one pixel's bytes at the start of `dst`, with a copy of fixed size for each depth.
+fn put(dst: &mut [u8], bytes: [u8; 4], bpp: usize) {
+    match bpp {
+        4 => dst[..4].copy_from_slice(&bytes),
+        3 => dst[..3].copy_from_slice(&bytes[..3]),
+        _ => dst[..2].copy_from_slice(&bytes[..2]),
+    }
+}
+
+/// Fills `span` (a whole number of pixels) with copies of `px`, doubling what is filled each time:
+/// a few large copies instead of one small one per pixel.
+fn fill_span(span: &mut [u8], px: &[u8]) {
+    if span.len() < px.len() {
+        return;
+    }
+    span[..px.len()].copy_from_slice(px);
+    let mut filled = px.len();
+    while filled < span.len() {
+        let n = filled.min(span.len() - filled);
+        span.copy_within(..n, filled);
+        filled += n;
+    }
+}
+
+/// Packs colours, remembering the last: text and images come as runs of one or two colours,
+/// and packing costs three divisions.
+struct Packer {
+    format: PixelFormat,
+    last: Option<(Rgb888, [u8; 4])>,
+}
+
+impl Packer {
+    fn new(format: PixelFormat) -> Packer {
+        Packer { format, last: None }
+    }
+
+    fn encode(&mut self, c: Rgb888) -> [u8; 4] {
+        match self.last {
+            Some((l, bytes)) if l == c => bytes,
+            _ => {
+                let bytes = self.format.encode(c);
+                self.last = Some((c, bytes));
+                bytes
+            }
+        }
+    }
+}
+
 impl OriginDimensions for BackBuffer {
     fn size(&self) -> Size {
         Size::new(self.width, self.height)
@@ -254,13 +302,14 @@ impl DrawTarget for BackBuffer {
         I: IntoIterator<Item = Pixel<Self::Color>>,
     {
         let bpp = self.format.bytes_per_pixel();
+        let mut packer = Packer::new(self.format);
         for Pixel(p, c) in pixels {
             let (Ok(x), Ok(y)) = (u32::try_from(p.x), u32::try_from(p.y)) else {
                 continue;
             };
             if x < self.width && y < self.height {
                 let i = self.index(x, y);
-                self.pixels[i..i + bpp].copy_from_slice(&self.format.encode(c)[..bpp]);
+                put(&mut self.pixels[i..], packer.encode(c), bpp);
             }
         }
         Ok(())
@@ -276,13 +325,14 @@ impl DrawTarget for BackBuffer {
         let bpp = self.format.bytes_per_pixel();
         // Colours come row by row over the whole area; those clipped away are skipped.
         let (xs, ys) = (x0..x1, y0..y1);
+        let mut packer = Packer::new(self.format);
         for (p, c) in area.points().zip(colors) {
             let (Ok(x), Ok(y)) = (u32::try_from(p.x), u32::try_from(p.y)) else {
                 continue;
             };
             if xs.contains(&x) && ys.contains(&y) {
                 let i = self.index(x, y);
-                self.pixels[i..i + bpp].copy_from_slice(&self.format.encode(c)[..bpp]);
+                put(&mut self.pixels[i..], packer.encode(c), bpp);
             }
         }
         Ok(())
@@ -297,9 +347,7 @@ impl DrawTarget for BackBuffer {
         let px = &px[..bpp];
         for y in y0..y1 {
             let (a, b) = (self.index(x0, y), self.index(x1, y));
-            for dst in self.pixels[a..b].chunks_exact_mut(bpp) {
-                dst.copy_from_slice(px);
-            }
+            fill_span(&mut self.pixels[a..b], px);
         }
         Ok(())
     }
