@@ -686,8 +686,8 @@ pub struct BootLayout {
     pub notice_size: TextSize,
 }
 
-/// Characters of a stage's name that always fit ("hardware" and its like).
-const STAGE_NAME_CHARS: usize = 9;
+/// Characters of a stage's name that always fit ("Network card" and its like).
+const STAGE_NAME_CHARS: usize = 12;
 
 /// The boot-phase layout of a `width` x `height` screen with `n_stages` stages. The type is the
 /// biggest in which every stage fits; if none does, the first stages that fit get rows.

@@ -166,7 +166,7 @@ pub fn boot_view() -> View {
         phase: Phase::Boot(vec![
             stage("hardware", StageStatus::Done, "4 cores, 15.6 GiB, 2 NICs"),
             stage(
-                "NIC",
+                "Network card",
                 StageStatus::Done,
                 "eth0 52:54:00:12:34:56 link up 1000 Mb/s",
             ),
