@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn the_screen_runs_unless_turned_off_or_missing() {
         let (cfg, _) = crate::cmdline::parse("console=ttyS0");
-        assert_eq!(screen(&cfg, |_| true).map(|s| s.argv), Some(vec![SCREEND.to_string()]));
+        assert_eq!(
+            screen(&cfg, |_| true).map(|s| s.argv),
+            Some(vec![SCREEND.to_string()])
+        );
         assert!(screen(&cfg, |_| false).is_none());
         let (cfg, _) = crate::cmdline::parse("clump.screen=off");
         assert!(screen(&cfg, |_| true).is_none());
