@@ -194,6 +194,18 @@ impl Node {
         Ok(())
     }
 
+    /// Presses `keys` together on the node's keyboard and releases them (QEMU qcodes: "esc",
+    /// "y", "f2", "alt", ...).
+    pub fn send_keys(&mut self, keys: &[&str]) -> Result<()> {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({ "type": "qcode", "data": k }))
+            .collect();
+        self.qmp
+            .execute("send-key", Some(json!({ "keys": keys })))
+            .map(drop)
+    }
+
     /// Presses the ACPI power button.
     pub fn powerdown(&mut self) -> Result<()> {
         self.qmp.execute("system_powerdown", None).map(drop)

@@ -164,7 +164,7 @@ impl Daemon {
             ..Config::default()
         };
         let seed = u64::from_le_bytes(random_bytes());
-        let gen = u32::from_le_bytes(random_bytes());
+        let gen = generation(std::time::SystemTime::now());
         let cluster = Cluster::new(key, record, gen, random_bytes(), seed, config, now);
 
         // The benchmark takes a second or two under emulation: the node joins meanwhile and
@@ -553,5 +553,41 @@ impl Daemon {
             s.stats = stats;
             s.speed = speed;
         });
+    }
+}
+
+/// This run's generation: tenths of a second since the Unix epoch, wrapping. A restarted daemon
+/// must win over its previous instance, which the others may still hold (alive, or dead for
+/// `remove_down_after`): foca compares the two with wrapping arithmetic, so a random generation
+/// lost half the time, and the new instance was declared dead again and again. Tenths of a
+/// second keep the order for 6.8 years between two instances, far beyond how long anyone holds
+/// the old one.
+fn generation(now: std::time::SystemTime) -> u32 {
+    let tenths = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() / 100);
+    (tenths % (1u128 << 32)) as u32
+}
+
+#[cfg(test)]
+mod generation_tests {
+    use super::generation;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_later_start_has_a_later_generation_even_across_the_wrap() {
+        let wins = |new: u32, old: u32| (new.wrapping_sub(old) as i32) > 0;
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert!(wins(generation(t + Duration::from_millis(200)), generation(t)));
+        assert!(wins(
+            generation(t + Duration::from_secs(86_400 * 365 * 6)),
+            generation(t)
+        ));
+        // 2^32 tenths after the epoch the counter wraps; the order holds across it.
+        let wrap = UNIX_EPOCH + Duration::from_millis(100 * (1u64 << 32));
+        assert!(wins(
+            generation(wrap + Duration::from_secs(5)),
+            generation(wrap - Duration::from_secs(5))
+        ));
     }
 }

@@ -273,6 +273,53 @@ fn daemons_find_each_other_refuse_another_key_and_see_a_leave() {
 }
 
 #[test]
+fn a_daemon_killed_and_started_again_is_alive_again_on_the_others() {
+    let mut net = Net::new("r", 2);
+    net.start(0, KEY);
+    net.start(1, KEY);
+    net.wait_for("two nodes to list each other", Duration::from_secs(20), || {
+        (0..2).all(|i| net.map(i).is_some_and(|m| members(&m) == [10, 11]))
+    });
+    // Several times: the order of two generations must not be left to chance.
+    for round in 0..4 {
+        let mut child = net.daemons[1].take().expect("running");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        if round % 2 == 1 {
+            // Long enough for node 10 to declare the old instance dead first.
+            std::thread::sleep(Duration::from_secs(8));
+        }
+        net.start(1, KEY);
+        net.wait_for(
+            "the restarted node to be alive on node 10 and to list node 10",
+            Duration::from_secs(20),
+            || {
+                net.map(0).is_some_and(|m| {
+                    m.nodes
+                        .iter()
+                        .any(|n| n.number == Some(11) && n.state == NodeState::Alive)
+                }) && net.map(1).is_some_and(|m| members(&m) == [10, 11])
+            },
+        );
+        // Stable, not flapping: still alive a few seconds later, and never told it was dead.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            net.map(0).is_some_and(|m| m
+                .nodes
+                .iter()
+                .any(|n| n.number == Some(11) && n.state == NodeState::Alive)),
+            "round {round}: node 11 did not stay alive\n{}",
+            net.log(1)
+        );
+        assert!(
+            !net.log(1).contains("declared this node dead"),
+            "round {round}: the restarted daemon was declared dead\n{}",
+            net.log(1)
+        );
+    }
+}
+
+#[test]
 fn without_a_key_a_node_joins_nothing_and_says_so() {
     // No network needed: without a key the daemon never opens the cluster socket.
     let dir = tempfile::tempdir().expect("tempdir");
