@@ -92,8 +92,7 @@ pub struct Controls {
     asked_at: Option<Duration>,
 }
 
-pub const QUESTION: &str =
-    "Power this node off? Its jobs leave first. Press Y or Enter to confirm, any other key to cancel.";
+pub const QUESTION: &str = "Power this node off? Press Y or Enter to confirm, any other key to cancel.";
 
 impl Controls {
     /// `now` is any monotonic clock.

@@ -146,7 +146,7 @@ fn run(args: &Args) -> Result<()> {
                         }
                         Some(Action::PowerOff) => {
                             screen.notice =
-                                Some("Powering off: guest jobs leave, then the node stops.".into());
+                                Some("Powering off: the node leaves the cluster, then stops.".into());
                             screen.draw(vt.as_mut(), args);
                             power_off();
                         }
