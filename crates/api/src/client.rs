@@ -1,6 +1,7 @@
 //! A blocking client of the local API, for `clump` and the screen.
 
 use crate::error::ApiError;
+use crate::jobs::{ExitStatus, JobInfo, Output, Started, StreamInput, StreamOutput};
 use crate::map::NodeMap;
 use crate::protocol::{
     read_line_max, write_line, Event, Reply, Request, Speed, Stats, MAX_LINE, MAX_REPLY_LINE,
@@ -115,6 +116,61 @@ impl Client {
         })
     }
 
+    /// Every job this node holds.
+    pub fn ps(&mut self) -> Result<Vec<JobInfo>, ApiError> {
+        self.call(&Request::Ps)
+    }
+
+    /// Starts a job that runs on without a client; its id.
+    pub fn run_detached(
+        &mut self,
+        argv: Vec<String>,
+        cwd: String,
+        env: Vec<String>,
+    ) -> Result<String, ApiError> {
+        let started: Started = self.call(&Request::Run {
+            argv,
+            cwd,
+            env,
+            attach: false,
+        })?;
+        Ok(started.job)
+    }
+
+    /// Sends a signal (`TERM`, `9`, ...) to a job.
+    pub fn signal(&mut self, job: &str, signal: &str) -> Result<(), ApiError> {
+        self.call(&Request::Signal {
+            job: job.into(),
+            signal: signal.into(),
+        })
+    }
+
+    /// What is kept of a job's output.
+    pub fn output(&mut self, job: &str) -> Result<Output, ApiError> {
+        self.call(&Request::Output { job: job.into() })
+    }
+
+    /// Waits, without a timeout, until the job ends.
+    pub fn wait(&mut self, job: &str) -> Result<ExitStatus, ApiError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| ApiError::io("cannot clear the socket's timeout", e))?;
+        self.call(&Request::Wait { job: job.into() })
+    }
+
+    /// Sends `run` with `attach` or `attach` and turns the connection into the job's stream,
+    /// which waits without a timeout (a job may be silent for hours).
+    pub fn stream(mut self, request: &Request) -> Result<JobStream, ApiError> {
+        write_line(&mut self.writer, request).map_err(|e| self.timed(e))?;
+        let stream = self.reader.get_ref();
+        stream
+            .set_read_timeout(None)
+            .and_then(|()| stream.set_write_timeout(None))
+            .map_err(|e| ApiError::io("cannot clear the socket's timeout", e))?;
+        Ok(JobStream { client: self })
+    }
+
     fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ApiError> {
         write_line(&mut self.writer, request).map_err(|e| self.timed(e))?;
         match self.read(MAX_REPLY_LINE)? {
@@ -170,6 +226,50 @@ impl Iterator for Watch {
         };
         self.done = true;
         item
+    }
+}
+
+/// An attached job stream: [`JobStream::read`] reads what the job writes, [`JobStream::input`]
+/// gives a writer for stdin (used from another thread).
+pub struct JobStream {
+    client: Client,
+}
+
+impl JobStream {
+    /// The next line from `clumpd`; `None` when it closed the stream. A line of a kind this build
+    /// does not know is skipped.
+    pub fn read(&mut self) -> Result<Option<StreamOutput>, ApiError> {
+        loop {
+            let Some(line) = read_line_max(&mut self.client.reader, &mut self.client.buf, MAX_LINE)? else {
+                return Ok(None);
+            };
+            let value: Reply<serde_json::Value> = serde_json::from_str(&line)
+                .map_err(|e| ApiError::Protocol(format!("unexpected line from clumpd: {e}")))?;
+            if let Ok(output) = serde_json::from_value::<StreamOutput>(value.into_result()?) {
+                return Ok(Some(output));
+            }
+        }
+    }
+
+    /// A writer for the client's side of the stream.
+    pub fn input(&self) -> Result<StreamWriter, ApiError> {
+        let socket = self
+            .client
+            .writer
+            .try_clone()
+            .map_err(|e| ApiError::io("cannot clone the socket", e))?;
+        Ok(StreamWriter { socket })
+    }
+}
+
+/// Sends [`StreamInput`] lines on a [`JobStream`].
+pub struct StreamWriter {
+    socket: UnixStream,
+}
+
+impl StreamWriter {
+    pub fn send(&mut self, input: &StreamInput) -> Result<(), ApiError> {
+        write_line(&mut self.socket, input)
     }
 }
 
@@ -245,7 +345,7 @@ mod tests {
                     measured: Some(9),
                     fixed: true,
                 })),
-                Request::Watch => unreachable!(),
+                _ => unreachable!(),
             };
             vec![reply.unwrap()]
         });

@@ -39,6 +39,34 @@ pub enum Request {
     SetSpeed { speed: Option<u32> },
     /// Turn the connection into an event stream: one `{"ok": <Event>}` line per event from now on.
     Watch,
+    /// Start a job as the caller's uid and gid. Without `attach` the reply is a
+    /// [`crate::jobs::Started`]; with it the connection becomes the job's stream (see
+    /// [`crate::jobs::StreamOutput`] and [`crate::jobs::StreamInput`]), starting with `started`.
+    Run {
+        argv: Vec<String>,
+        /// An absolute directory the job starts in.
+        cwd: String,
+        /// `NAME=value` strings, the whole environment of the job.
+        #[serde(default)]
+        env: Vec<String>,
+        #[serde(default)]
+        attach: bool,
+    },
+    /// Turn the connection into the stream of a running or ended job: from `offset` (default:
+    /// the oldest byte kept), then live output, then its exit.
+    Attach {
+        job: String,
+        #[serde(default)]
+        offset: Option<u64>,
+    },
+    /// Every job this node holds; the reply is a list of [`crate::jobs::JobInfo`].
+    Ps,
+    /// Send a signal (a name like `TERM` or a number) to a job; the reply is null.
+    Signal { job: String, signal: String },
+    /// What is kept of a job's output; the reply is a [`crate::jobs::Output`].
+    Output { job: String },
+    /// Wait until the job ends; the reply is its [`crate::jobs::ExitStatus`].
+    Wait { job: String },
 }
 
 /// Every line the server sends: `{"ok": <value>}` or `{"error": "message"}`.
@@ -225,6 +253,43 @@ mod tests {
                 json!({"op": "set-speed", "speed": null}),
             ),
             (Request::Watch, json!({"op": "watch"})),
+            (
+                Request::Run {
+                    argv: vec!["sh".into(), "-c".into(), "exit 3".into()],
+                    cwd: "/tmp".into(),
+                    env: vec!["HOME=/root".into()],
+                    attach: true,
+                },
+                json!({"op": "run", "argv": ["sh", "-c", "exit 3"], "cwd": "/tmp",
+                       "env": ["HOME=/root"], "attach": true}),
+            ),
+            (
+                Request::Attach {
+                    job: "0a1b2c3d".into(),
+                    offset: Some(7),
+                },
+                json!({"op": "attach", "job": "0a1b2c3d", "offset": 7}),
+            ),
+            (Request::Ps, json!({"op": "ps"})),
+            (
+                Request::Signal {
+                    job: "0a1b2c3d".into(),
+                    signal: "TERM".into(),
+                },
+                json!({"op": "signal", "job": "0a1b2c3d", "signal": "TERM"}),
+            ),
+            (
+                Request::Output {
+                    job: "0a1b2c3d".into(),
+                },
+                json!({"op": "output", "job": "0a1b2c3d"}),
+            ),
+            (
+                Request::Wait {
+                    job: "0a1b2c3d".into(),
+                },
+                json!({"op": "wait", "job": "0a1b2c3d"}),
+            ),
         ];
         for (request, want) in cases {
             assert_eq!(serde_json::to_value(&request).unwrap(), want);
@@ -242,6 +307,22 @@ mod tests {
         );
         assert_eq!(read(r#"{"client":"x","op":"nodes"}"#).unwrap(), Request::Nodes);
         assert!(read(r#"{"op":"reboot"}"#).is_err());
+        assert_eq!(
+            read(r#"{"op":"run","argv":["true"],"cwd":"/"}"#).unwrap(),
+            Request::Run {
+                argv: vec!["true".into()],
+                cwd: "/".into(),
+                env: vec![],
+                attach: false
+            }
+        );
+        assert_eq!(
+            read(r#"{"op":"attach","job":"x"}"#).unwrap(),
+            Request::Attach {
+                job: "x".into(),
+                offset: None
+            }
+        );
         assert!(read(r#"{"op":"set-speed","speed":-1}"#).is_err());
         assert!(read(r#"{"since":1}"#).is_err());
     }

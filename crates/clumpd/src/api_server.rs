@@ -182,6 +182,10 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                 }
             }
             Request::Watch => return watch(out, hub),
+            _ => write_line(
+                &mut out,
+                &Reply::<()>::Error("jobs are not served by this clumpd yet".into()),
+            )?,
         }
     }
     Ok(())
