@@ -179,7 +179,14 @@ impl Alive {
     fn insert(&mut self, m: Member) {
         match self.position(&m.addr) {
             Ok(i) => self.list[i] = m,
-            Err(i) => self.list.insert(i, m),
+            Err(i) => {
+                // Grow by an eighth, not double: a join into a list of 10,000 must not reserve
+                // room for 10,000 more.
+                if self.list.len() == self.list.capacity() {
+                    self.list.reserve_exact(self.list.len() / 8 + 1);
+                }
+                self.list.insert(i, m);
+            }
         }
     }
 
@@ -202,7 +209,7 @@ impl Alive {
 
 /// Queues keep this much room once emptied; a burst (the `MemberUp` of every node after a bulk
 /// join, a leave sent to every member) gives the rest back.
-const QUEUE_KEEP: usize = 64;
+const QUEUE_KEEP: usize = 16;
 
 fn release_if_empty<T>(queue: &mut VecDeque<T>) {
     if queue.is_empty() && queue.capacity() > QUEUE_KEEP {
