@@ -1,58 +1,113 @@
-//! `clump-lab demo`: boot one node from the ISO in a lab (private bridge with dnsmasq, so it gets a
-//! DHCP lease), keep its serial log and a screenshot, power it off.
+//! `clump-lab demo`: boot a small cluster (three nodes from the ISO) in a lab (private bridge with
+//! dnsmasq, so they get DHCP leases), wait until they know each other, print the node map as node 1
+//! sees it, keep every node's serial log and a screenshot of its status screen, power them off.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
 
-/// Bounds under TCG (a node boots from the ISO in about 20 s on two cores).
-const READY_TIMEOUT: Duration = Duration::from_secs(240);
+/// Nodes in the demo cluster.
+const NODES: usize = 3;
+/// Bounds under TCG (a node boots from the ISO in about 20 s on two cores; three at once, longer).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(120);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(90);
-/// Time for the screen to be drawn after `clump: ready`.
-const SCREEN_SETTLE: Duration = Duration::from_secs(2);
+const SHELL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for every screen to draw the last change after node 1 lists everyone.
+const SCREEN_SETTLE: Duration = Duration::from_secs(3);
 
 pub fn run(out: Option<PathBuf>) -> Result<()> {
     let artefacts = Artefacts::from_env();
     let out = out.unwrap_or_else(|| artefacts.out_dir().join("demo"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let spec = NodeSpec::from_artefacts("node1", Boot::IsoBios, &artefacts)?.nic(NicModel::VirtioNetPci);
     let mut lab = Lab::start(LabConfig::default())?;
-    let index = lab.start_node(spec)?;
-    let node = lab.node(index)?;
-    let result = demo(node, &out);
+    for i in 1..=NODES {
+        let spec = NodeSpec::from_artefacts(format!("node{i}"), Boot::IsoBios, &artefacts)?
+            .memory_mib(384)
+            .nic(NicModel::VirtioNetPci);
+        lab.start_node(spec)?;
+    }
+    let result = demo(&mut lab, &out);
     // Keep the logs whatever happened: they are what tells why.
-    let serial = out.join("serial.log");
-    std::fs::copy(node.serial_log(), &serial)
-        .with_context(|| format!("copying the serial log to {}", serial.display()))?;
+    for node in lab.nodes() {
+        let serial = out.join(format!("{}.serial.log", node.name()));
+        std::fs::copy(node.serial_log(), &serial)
+            .with_context(|| format!("copying the serial log to {}", serial.display()))?;
+    }
     let dnsmasq = out.join("dnsmasq.log");
     std::fs::copy(&lab.layout().dnsmasq_log, &dnsmasq)
         .with_context(|| format!("copying dnsmasq's log to {}", dnsmasq.display()))?;
     result?;
     lab.shutdown()?;
-    println!("serial log: {}", serial.display());
-    println!("screen:     {}", out.join("screen.png").display());
+    println!("serial logs: {}/node*.serial.log", out.display());
+    println!(
+        "screens:     {}/node*-screen.png (node1-screen.png also as screen.png)",
+        out.display()
+    );
     Ok(())
 }
 
-fn demo(node: &mut Node, out: &std::path::Path) -> Result<()> {
-    // Not anchored: a shell prompt may precede PID 1's line on the serial console.
-    let ready = node.wait_for_line(r"clump: ready\b", READY_TIMEOUT)?;
-    anyhow::ensure!(
-        ready.contains("via=dhcp"),
-        "the node has no DHCP lease from the lab's dnsmasq: {ready}"
-    );
-    println!(
-        "{ready}  ({:.1} s after QEMU started, TCG)",
-        node.uptime().as_secs_f64()
-    );
+fn demo(lab: &mut Lab, out: &Path) -> Result<()> {
+    for i in 0..NODES {
+        let node = lab.node(i)?;
+        // Not anchored: a shell prompt may precede PID 1's line on the serial console.
+        let ready = node.wait_for_line(r"clump: ready\b", READY_TIMEOUT)?;
+        anyhow::ensure!(
+            ready.contains("via=dhcp"),
+            "{}: no DHCP lease from the lab's dnsmasq: {ready}",
+            node.name()
+        );
+        println!(
+            "{}: {ready}  ({:.1} s after QEMU started, TCG)",
+            node.name(),
+            node.uptime().as_secs_f64()
+        );
+    }
+    let table = wait_for_cluster(lab.node(0)?)?;
+    println!("\nthe cluster as node1 sees it (`clump nodes`):\n{table}");
     std::thread::sleep(SCREEN_SETTLE);
-    node.screendump(&out.join("screen.png"))?;
-    node.power_off(POWEROFF_TIMEOUT)?;
-    println!(
-        "powered off cleanly via ACPI ({:.1} s after QEMU started)",
-        node.uptime().as_secs_f64()
-    );
+    for i in 0..NODES {
+        let node = lab.node(i)?;
+        let path = out.join(format!("{}-screen.png", node.name()));
+        node.screendump(&path)?;
+        if i == 0 {
+            std::fs::copy(&path, out.join("screen.png")).context("copying screen.png")?;
+        }
+    }
+    for i in 0..NODES {
+        let node = lab.node(i)?;
+        node.power_off(POWEROFF_TIMEOUT)?;
+        println!("{}: powered off cleanly via ACPI", node.name());
+    }
     Ok(())
+}
+
+/// Reads `clump nodes` on `node` until it lists every node alive; returns the table.
+fn wait_for_cluster(node: &mut Node) -> Result<String> {
+    let deadline = Instant::now() + CLUSTER_TIMEOUT;
+    loop {
+        let (code, text) = node.shell("clump nodes", SHELL_TIMEOUT)?;
+        let alive = text
+            .lines()
+            // Node rows start with the node's number; the summary line says "alive" too.
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.parse::<u32>().is_ok())
+            })
+            .filter(|l| l.split_whitespace().any(|w| w == "this" || w == "alive"))
+            .count();
+        if code == 0 && alive >= NODES {
+            return Ok(text);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}: the cluster did not form within {CLUSTER_TIMEOUT:?}:\n{text}",
+                node.name()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

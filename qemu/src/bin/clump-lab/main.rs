@@ -73,7 +73,7 @@ enum Command {
     },
     /// Boot one node from the ISO, save its serial log and a screenshot, power it off via ACPI.
     Demo {
-        /// Where to save serial.log and screen.png [default: <out>/demo].
+        /// Where to save the serial logs and screenshots [default: <out>/demo].
         #[arg(long)]
         out: Option<PathBuf>,
     },
