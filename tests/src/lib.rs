@@ -3,6 +3,7 @@
 //! when QEMU or the artefacts are missing.
 
 mod procs;
+mod shot;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use clump_lab::{workspace_root, Artefacts, Boot, Lab, LabConfig, NicModel, Node,
 use regex::Regex;
 
 pub use procs::{parse_procs, Proc, PS_COMMAND};
+pub use shot::Shot;
 
 /// Bounds under TCG on two cores, generous enough for tests running in parallel:
 /// a node is ready about 20 s after QEMU starts from the ISO, about 7 s by direct kernel boot.

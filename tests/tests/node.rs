@@ -246,3 +246,30 @@ fn ctrl_alt_del_reboots_in_order() -> Result<()> {
     ensure!(!log.contains("Kernel panic"), "kernel panic during the reboot");
     Ok(())
 }
+
+#[test]
+fn without_a_framebuffer_the_status_screen_is_text_on_tty1() -> Result<()> {
+    // SeaBIOS and direct kernel boot leave VGA in text mode; without bochs-drm there is no fb0.
+    let spec = clump_lab::NodeSpec::from_artefacts("nofb", Boot::Kernel, &clump_lab::Artefacts::from_env())?
+        .nic(NicModel::VirtioNetPci)
+        .cmdline("clump.blacklist=bochs");
+    let mut node = Node::start(spec)?;
+    node.wait_for_line(r"no framebuffer, text on the terminal instead", READY_FROM_KERNEL)?;
+    wait_ready(&mut node, READY_FROM_KERNEL)?;
+    let fbs = sh(&mut node, "ls /sys/class/graphics/ | grep -c '^fb[0-9]' ; true")?;
+    ensure!(fbs.trim() == "0", "the node has a framebuffer after all: {fbs}");
+    // tty1's text as the monitor shows it (/dev/vcs1), read a few times: it is redrawn in place.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = sh(&mut node, "tr -s ' ' < /dev/vcs1; echo")?;
+        if text.contains("Clump cluster") && text.contains("Esc: power off") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "tty1 does not show the text screen:\n{text}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    power_off_cleanly(&mut node)
+}

@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clump_api::NodeState;
+use clump_e2e::Shot;
 use clump_e2e::{parse_ready, sh, start_lab, POWEROFF, READY_FROM_KERNEL};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, NodeSpec};
-use clump_screen::{layout, state_color};
-use embedded_graphics::pixelcolor::RgbColor as _;
 
 const NODE_MEMORY_MIB: u32 = 320;
 /// Every node shows the three tiles within this time of the last node's lease.
@@ -204,89 +203,6 @@ fn wait_for_screen(
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
-}
-
-/// One screendump as packed RGB.
-struct Shot {
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
-}
-
-impl Shot {
-    fn read(path: &Path) -> Result<Shot> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-            .read_info()
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
-        let info = reader.next_frame(&mut buf)?;
-        let channels = match info.color_type {
-            png::ColorType::Rgb => 3,
-            png::ColorType::Rgba => 4,
-            other => bail!("{}: colour type {other:?}", path.display()),
-        };
-        ensure!(
-            info.bit_depth == png::BitDepth::Eight,
-            "{}: not 8 bits a channel",
-            path.display()
-        );
-        let rgb = buf[..info.buffer_size()]
-            .chunks(channels)
-            .flat_map(|px| [px[0], px[1], px[2]])
-            .collect();
-        Ok(Shot {
-            width: info.width,
-            height: info.height,
-            rgb,
-        })
-    }
-
-    fn pixel(&self, x: u32, y: u32) -> Option<(u8, u8, u8)> {
-        if x >= self.width || y >= self.height {
-            return None;
-        }
-        let at = (y as usize * self.width as usize + x as usize) * 3;
-        Some((self.rgb[at], self.rgb[at + 1], self.rgb[at + 2]))
-    }
-
-    /// Checks that the screen shows exactly these nodes, in tiles ordered by node number, each
-    /// badge in the colour of an accepted state.
-    fn tiles(&self, expect: &[(u32, &[NodeState])]) -> Result<()> {
-        let l = layout(self.width, self.height, expect.len());
-        ensure!(
-            l.tiles.len() == expect.len(),
-            "the layout at {}x{} has {} tiles for {} nodes",
-            self.width,
-            self.height,
-            l.tiles.len(),
-            expect.len()
-        );
-        let mut order: Vec<u32> = expect.iter().map(|(n, _)| *n).collect();
-        order.sort_unstable();
-        for (number, states) in expect {
-            let index = order
-                .iter()
-                .position(|n| n == number)
-                .context("a node without a tile")?;
-            let p = l.tiles[index].badge_probe();
-            let seen = self
-                .pixel(u32::try_from(p.x)?, u32::try_from(p.y)?)
-                .with_context(|| format!("badge probe {p:?} is off the screen"))?;
-            let matches = |s: &NodeState| {
-                let c = state_color(*s);
-                close(seen, (c.r(), c.g(), c.b()))
-            };
-            if !states.iter().any(matches) {
-                bail!("node {number}'s badge at {p:?} is {seen:?}, not the colour of {states:?}");
-            }
-        }
-        Ok(())
-    }
-}
-
-fn close(a: (u8, u8, u8), b: (u8, u8, u8)) -> bool {
-    a.0.abs_diff(b.0) <= 8 && a.1.abs_diff(b.1) <= 8 && a.2.abs_diff(b.2) <= 8
 }
 
 /// The host part of an address within its subnet: the node number the screen shows.
