@@ -1,11 +1,18 @@
 //! The local API on `/run/clump/clumpd.sock`: one thread per client, reading a snapshot the event
 //! loop publishes; requests that change something go back to the loop as commands.
 
-use clump_api::{read_line, write_line, Event, NodeMap, Reply, Request, Speed, Stats};
+use clump_api::jobs::base64_decode;
+use clump_api::{
+    read_line, write_line, ApiError, Event, NodeMap, Reply, Request, Speed, Started, Stats, StreamInput,
+    StreamOutput,
+};
+use clump_jobs::{Attachment, JobError, Next, Runtime};
 use std::collections::VecDeque;
 use std::io::BufReader;
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,6 +38,8 @@ pub struct Snapshot {
 
 #[derive(Debug)]
 pub struct Hub {
+    /// The node's jobs; API threads call it directly (it has its own lock and thread).
+    pub jobs: Arc<Runtime>,
     state: Mutex<Snapshot>,
     changed: Condvar,
     commands: Mutex<Vec<Command>>,
@@ -38,8 +47,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(map: NodeMap) -> Arc<Self> {
+    pub fn new(map: NodeMap, jobs: Arc<Runtime>) -> Arc<Self> {
         Arc::new(Self {
+            jobs,
             state: Mutex::new(Snapshot {
                 map,
                 stats: Stats::default(),
@@ -127,15 +137,25 @@ pub fn serve(path: &Path, hub: Arc<Hub>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn peer_uid(stream: &UnixStream) -> Option<u32> {
+/// The peer's uid and gid; jobs run as them.
+fn peer(stream: &UnixStream) -> Option<(u32, u32)> {
     rustix::net::sockopt::socket_peercred(stream)
         .ok()
-        .map(|c| c.uid.as_raw())
+        .map(|c| (c.uid.as_raw(), c.gid.as_raw()))
+}
+
+/// Writes the job call's result as a reply line.
+fn reply<T: serde::Serialize>(out: &mut UnixStream, result: Result<T, JobError>) -> Result<(), ApiError> {
+    match result {
+        Ok(v) => write_line(out, &Reply::Ok(v)),
+        Err(e) => write_line(out, &Reply::<()>::Error(e.to_string())),
+    }
 }
 
 fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
     stream.set_write_timeout(Some(Duration::from_secs(5))).ok();
-    let uid = peer_uid(&stream);
+    let creds = peer(&stream);
+    let uid = creds.map(|(uid, _)| uid);
     let mut out = stream
         .try_clone()
         .map_err(|e| clump_api::ApiError::io("clone", e))?;
@@ -182,12 +202,131 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                 }
             }
             Request::Watch => return watch(out, hub),
-            _ => write_line(
-                &mut out,
-                &Reply::<()>::Error("jobs are not served by this clumpd yet".into()),
-            )?,
+            request => {
+                // Jobs act as the caller: without its credentials nothing is safe to do.
+                let Some((uid, gid)) = creds else {
+                    write_line(
+                        &mut out,
+                        &Reply::<()>::Error("cannot tell who you are (SO_PEERCRED)".into()),
+                    )?;
+                    continue;
+                };
+                let jobs = &hub.jobs;
+                match request {
+                    Request::Run {
+                        argv,
+                        cwd,
+                        env,
+                        attach,
+                    } => {
+                        let started = jobs.run(uid, gid, argv, cwd, env);
+                        match (started, attach) {
+                            (Ok(job), true) => {
+                                // From the first byte, so nothing written before we attach is missed.
+                                let attachment = jobs.attach(uid, &job, Some(0));
+                                let attachment = match attachment {
+                                    Ok(a) => a,
+                                    Err(e) => return reply::<()>(&mut out, Err(e)),
+                                };
+                                write_line(&mut out, &Reply::Ok(StreamOutput::Started(job)))?;
+                                return job_stream(reader, out, jobs, uid, attachment);
+                            }
+                            (started, _) => reply(&mut out, started.map(|job| Started { job }))?,
+                        }
+                    }
+                    Request::Attach { job, offset } => match jobs.attach(uid, &job, offset) {
+                        Ok(attachment) => {
+                            let first = StreamOutput::Attached {
+                                job,
+                                offset: attachment.offset(),
+                                skipped: attachment.skipped,
+                            };
+                            write_line(&mut out, &Reply::Ok(first))?;
+                            return job_stream(reader, out, jobs, uid, attachment);
+                        }
+                        Err(e) => reply::<()>(&mut out, Err(e))?,
+                    },
+                    Request::Ps => write_line(&mut out, &Reply::Ok(jobs.ps()))?,
+                    Request::Signal { job, signal } => reply(&mut out, jobs.signal(uid, &job, &signal))?,
+                    Request::Output { job } => reply(&mut out, jobs.output(uid, &job))?,
+                    Request::Wait { job } => reply(&mut out, jobs.wait(uid, &job))?,
+                    Request::Nodes
+                    | Request::Stats
+                    | Request::Events { .. }
+                    | Request::SetSpeed { .. }
+                    | Request::Watch => {}
+                }
+            }
         }
     }
+    Ok(())
+}
+
+/// The connection as a job's stream: a thread sends output and then the exit; this one reads
+/// the client's stdin chunks, EOF and signals until the client or the stream ends.
+fn job_stream(
+    mut reader: BufReader<UnixStream>,
+    out: UnixStream,
+    jobs: &Arc<Runtime>,
+    uid: u32,
+    mut attachment: Attachment,
+) -> Result<(), ApiError> {
+    let closed = Arc::new(AtomicBool::new(false));
+    let job = attachment.job().to_owned();
+    let sender = {
+        let closed = closed.clone();
+        let mut out = out.try_clone().map_err(|e| ApiError::io("clone", e))?;
+        std::thread::Builder::new()
+            .name("api-stream".into())
+            .spawn(move || {
+                // A client that stops reading must not hold the job's output back for ever.
+                let _ = out.set_write_timeout(Some(Duration::from_secs(60)));
+                loop {
+                    let line = match attachment.next(&closed) {
+                        Next::Data(chunks) => chunks
+                            .iter()
+                            .map(|(s, b)| clump_jobs::runtime::chunk_line(*s, b))
+                            .try_for_each(|l| write_line(&mut out, &Reply::Ok(l))),
+                        Next::Exit(status) => {
+                            let _ = write_line(&mut out, &Reply::Ok(StreamOutput::Exit(status)));
+                            break;
+                        }
+                        Next::Closed => break,
+                    };
+                    if line.is_err() {
+                        break;
+                    }
+                }
+                // Ends the reading side too.
+                let _ = out.shutdown(Shutdown::Both);
+            })
+            .map_err(|e| ApiError::io("cannot start a stream thread", e))?
+    };
+    let mut buf = Vec::new();
+    let mut mine = out;
+    while let Ok(Some(line)) = read_line(&mut reader, &mut buf) {
+        let input: StreamInput = match serde_json::from_str(&line) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = write_line(&mut mine, &Reply::<()>::Error(format!("bad stream input: {e}")));
+                break;
+            }
+        };
+        let done = match input {
+            StreamInput::Stdin { data } => match base64_decode(&data) {
+                Some(bytes) => jobs.write_stdin(uid, &job, &bytes),
+                None => Err(JobError::Invalid("stdin data is not base64".into())),
+            },
+            StreamInput::Eof => jobs.close_stdin(uid, &job),
+            StreamInput::Signal { signal } => jobs.signal(uid, &job, &signal),
+        };
+        if let Err(err) = done {
+            // The job may have closed its stdin or ended; its output still flows.
+            tracing::debug!(job, %err, "stream input");
+        }
+    }
+    closed.store(true, Ordering::Relaxed);
+    let _ = sender.join();
     Ok(())
 }
 

@@ -152,6 +152,7 @@ impl Daemon {
             version: env!("CARGO_PKG_VERSION").into(),
         };
         record.hostname = hostname(record.number());
+        hub.jobs.set_home(record.number());
         let speed_fixed = options.speed.or_else(|| {
             std::fs::read_to_string(&paths.speed_override)
                 .ok()
@@ -379,7 +380,9 @@ impl Daemon {
             speed
         };
         let load = self.load;
+        let jobs = u32::try_from(self.hub.jobs.running()).unwrap_or(u32::MAX);
         self.cluster.update_record(|r| {
+            r.jobs = jobs;
             r.mem_total_kib = mem.total_kib;
             r.mem_free_kib = mem.available_kib;
             r.runnable = u32::try_from(load.exported_milli()).unwrap_or(u32::MAX);

@@ -44,6 +44,10 @@ struct Args {
     /// Overrides `clump.port=`.
     #[arg(long)]
     port: Option<u16>,
+    /// Where each job gets its cgroup v2 directory; jobs run without one when its parent is not
+    /// a writable cgroup v2 file system.
+    #[arg(long, default_value = "/sys/fs/cgroup/clump")]
+    cgroup_root: PathBuf,
 }
 
 struct BootTime;
@@ -71,6 +75,8 @@ fn load_key(cmdline: &str, key_file: &std::path::Path) -> Result<ClusterKey, Str
 }
 
 fn main() -> Result<()> {
+    // A job's PID 1 is this binary run again; it must not start anything of the daemon.
+    clump_jobs::reaper::run_if_asked();
     tracing_subscriber::fmt()
         .with_timer(BootTime)
         .with_ansi(false)
@@ -99,11 +105,16 @@ fn main() -> Result<()> {
         speed_override: args.speed_override,
         node_id: args.node_id,
     };
-    let hub = Hub::new(nodemap::without_cluster(
-        MapState::NoLease,
-        options.port,
-        daemon::clock(),
-    ));
+    let jobs = clump_jobs::Runtime::start(clump_jobs::Config {
+        exe: std::env::current_exe().context("cannot find this program's path (for job reapers)")?,
+        cgroup_root: Some(args.cgroup_root.clone()),
+        buffer: clump_jobs::buffer::DEFAULT_CAP,
+    })
+    .context("cannot start the job runtime")?;
+    let hub = Hub::new(
+        nodemap::without_cluster(MapState::NoLease, options.port, daemon::clock()),
+        jobs,
+    );
     api_server::serve(&args.socket, hub.clone())
         .with_context(|| format!("cannot serve {}", args.socket.display()))?;
 
