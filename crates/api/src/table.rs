@@ -495,3 +495,123 @@ map writes  7500
         assert!(stats(&Stats::default()).contains("dropped     none\n"));
     }
 }
+
+/// How a job stands, in words: "running", "exited 3", "killed TERM" ("killed 31" for a signal
+/// without a common name).
+pub fn job_state(job: &crate::JobInfo) -> String {
+    use crate::JobState;
+    let name = |s: i32| match s {
+        1 => "HUP".to_owned(),
+        2 => "INT".to_owned(),
+        3 => "QUIT".to_owned(),
+        6 => "ABRT".to_owned(),
+        9 => "KILL".to_owned(),
+        10 => "USR1".to_owned(),
+        11 => "SEGV".to_owned(),
+        12 => "USR2".to_owned(),
+        13 => "PIPE".to_owned(),
+        15 => "TERM".to_owned(),
+        n => n.to_string(),
+    };
+    match (job.state, job.exit) {
+        (Some(JobState::Exited), Some(crate::ExitStatus { code: Some(c), .. })) => format!("exited {c}"),
+        (Some(JobState::Killed), Some(crate::ExitStatus { signal: Some(s), .. })) => {
+            format!("killed {}", name(s))
+        }
+        (Some(state), _) => state.word().to_owned(),
+        (None, _) => "unknown".to_owned(),
+    }
+}
+
+/// The jobs as `clump ps` prints them, oldest first; `user` names a uid.
+pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) -> String {
+    let node = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let mut rows = vec![[
+        "JOB", "USER", "HOME", "NODE", "STATE", "CPU", "MEM", "AGE", "COMMAND",
+    ]
+    .map(str::to_owned)];
+    for j in jobs {
+        rows.push([
+            j.id.clone(),
+            user(j.uid),
+            node(j.home),
+            node(j.node),
+            job_state(j),
+            duration(j.cpu_ms),
+            bytes(j.mem_kib.saturating_mul(1024)),
+            duration(now_ms.saturating_sub(j.started_ms)),
+            j.argv.join(" "),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if jobs.is_empty() {
+        out.push_str("(no jobs)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+    use crate::{ExitStatus, JobInfo, JobState};
+
+    #[test]
+    fn jobs_read_as_a_table_with_states_in_words() {
+        let job = |id: &str, state, exit| JobInfo {
+            id: id.into(),
+            argv: vec!["sh".into(), "-c".into(), "exit 3".into()],
+            uid: 0,
+            home: Some(12),
+            node: Some(12),
+            state: Some(state),
+            started_ms: 1000,
+            cpu_ms: 1500,
+            mem_kib: 2048,
+            exit,
+            ..JobInfo::default()
+        };
+        let text = jobs(
+            &[
+                job("0a1b2c3d", JobState::Running, None),
+                job("11111111", JobState::Exited, Some(ExitStatus::code(3))),
+                job("22222222", JobState::Killed, Some(ExitStatus::signal(15))),
+            ],
+            61_000,
+            |uid| if uid == 0 { "root".into() } else { uid.to_string() },
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("JOB       USER  HOME  NODE  STATE"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("running") && lines[1].ends_with("sh -c exit 3"),
+            "{text}"
+        );
+        assert!(lines[2].contains("exited 3"), "{text}");
+        assert!(lines[3].contains("killed TERM"), "{text}");
+        assert!(lines[1].contains("2.0 MiB") && lines[1].contains("1s"), "{text}");
+        assert_eq!(
+            jobs(&[], 0, |u| u.to_string()),
+            "JOB  USER  HOME  NODE  STATE  CPU  MEM  AGE  COMMAND\n(no jobs)\n"
+        );
+    }
+}

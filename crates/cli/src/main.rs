@@ -1,6 +1,7 @@
 //! `clump`: the command people type on a node.
 
 mod cluster;
+mod jobs;
 mod log;
 mod mon;
 mod power;
@@ -82,6 +83,48 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run a program as a job and stay attached: stdin, stdout and stderr are relayed, Ctrl-C,
+    /// TERM, HUP and QUIT reach the job, and `clump run` exits with its status (or 128+signal).
+    Run {
+        /// Run on this node, the job's home (the default while jobs cannot move).
+        #[arg(long, conflicts_with_all = ["on", "best"])]
+        home: bool,
+        /// Run on NODE (a number, hostname or address): not implemented yet.
+        #[arg(long, value_name = "NODE", conflicts_with = "best")]
+        on: Option<String>,
+        /// Run on the best node by load and free memory: not implemented yet.
+        #[arg(long)]
+        best: bool,
+        /// Print the job's id alone on its line and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// The program and its arguments (after `--`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "PROGRAM"
+        )]
+        command: Vec<String>,
+    },
+    /// List the jobs of this node: id, user, home, node, state, CPU time, memory, command.
+    Ps {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to a job: its kept output, then live output; stdin and signals go to it.
+    Attach { job: String },
+    /// Wait for a job to end and exit with its status (or 128+signal).
+    Wait { job: String },
+    /// Print what is kept of a job's stdout and stderr (the last 1 MiB).
+    Output { job: String },
+    /// Send a signal to a job (HUP, INT, QUIT, KILL, USR1, USR2, TERM).
+    Kill {
+        #[arg(short, long, default_value = "TERM", value_name = "SIG")]
+        signal: String,
+        job: String,
+    },
     /// Shut the node down in order and power it off.
     Poweroff,
     /// Shut the node down in order and restart it.
@@ -133,6 +176,26 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Command::Run {
+            home,
+            on,
+            best,
+            detach,
+            command,
+        } => {
+            let placement = match (home, on, best) {
+                (_, Some(node), _) => jobs::Placement::On(node),
+                (_, None, true) => jobs::Placement::Best,
+                (true, None, false) => jobs::Placement::Home,
+                (false, None, false) => jobs::Placement::Default,
+            };
+            jobs::run(&socket, placement, detach, command)
+        }
+        Command::Ps { json } => jobs::ps(&socket, json),
+        Command::Attach { job } => jobs::attach(&socket, &job),
+        Command::Wait { job } => jobs::wait(&socket, &job),
+        Command::Output { job } => jobs::output(&socket, &job),
+        Command::Kill { signal, job } => jobs::kill(&socket, &signal, &job),
         Command::Poweroff => power::request(power::Action::PowerOff),
         Command::Reboot => power::request(power::Action::Reboot),
     };
@@ -269,6 +332,72 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn run_takes_the_program_after_its_flags() {
+        let run = |home, on: Option<&str>, best, detach, command: &[&str]| Command::Run {
+            home,
+            on: on.map(str::to_owned),
+            best,
+            detach,
+            command: command.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            parse(&["run", "--", "sh", "-c", "exit 3"]).unwrap(),
+            run(false, None, false, false, &["sh", "-c", "exit 3"])
+        );
+        assert_eq!(
+            parse(&["run", "--detach", "--home", "--", "ls", "-l"]).unwrap(),
+            run(true, None, false, true, &["ls", "-l"])
+        );
+        assert_eq!(
+            parse(&["run", "--on", "12", "sleep", "1"]).unwrap(),
+            run(false, Some("12"), false, false, &["sleep", "1"])
+        );
+        assert_eq!(
+            parse(&["run", "--best", "--", "yes"]).unwrap(),
+            run(false, None, true, false, &["yes"])
+        );
+        for bad in [
+            &["run"][..],
+            &["run", "--"],
+            &["run", "--home", "--on", "3", "--", "x"],
+            &["run", "--on", "3", "--best", "--", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn job_commands() {
+        assert_eq!(parse(&["ps", "--json"]).unwrap(), Command::Ps { json: true });
+        assert_eq!(
+            parse(&["attach", "0a1b2c3d"]).unwrap(),
+            Command::Attach {
+                job: "0a1b2c3d".into()
+            }
+        );
+        assert_eq!(parse(&["wait", "x"]).unwrap(), Command::Wait { job: "x".into() });
+        assert_eq!(
+            parse(&["output", "x"]).unwrap(),
+            Command::Output { job: "x".into() }
+        );
+        assert_eq!(
+            parse(&["kill", "x"]).unwrap(),
+            Command::Kill {
+                signal: "TERM".into(),
+                job: "x".into()
+            }
+        );
+        assert_eq!(
+            parse(&["kill", "-s", "KILL", "x"]).unwrap(),
+            Command::Kill {
+                signal: "KILL".into(),
+                job: "x".into()
+            }
+        );
+        assert!(parse(&["kill"]).is_err());
     }
 
     #[test]
