@@ -247,7 +247,9 @@ impl<D: DrawTarget<Color = Rgb888>> Painter<'_, D> {
         )?;
 
         self.fill(t.load_bar, theme::BAR_TRACK)?;
-        if let Some(load) = n.load {
+        // A dead or departed node's last figures are history, not load: no bar, no number.
+        let shown_load = if gone { None } else { n.load };
+        if let Some(load) = shown_load {
             let frac = u64::from(load.min(1000));
             let w = u32::try_from(u64::from(t.load_bar.size.width) * frac / 1000).unwrap_or(0);
             let fill = if load > 1000 {
@@ -260,7 +262,7 @@ impl<D: DrawTarget<Color = Rgb888>> Painter<'_, D> {
                 fill,
             )?;
         }
-        let load = n.load.map_or_else(|| UNKNOWN.to_owned(), format::load);
+        let load = shown_load.map_or_else(|| UNKNOWN.to_owned(), format::load);
         self.text(&load, t.load_text, c, size, bright, Align::Right)?;
 
         let mut host = n.hostname.clone().unwrap_or_else(|| UNKNOWN.to_owned());
@@ -287,6 +289,10 @@ impl<D: DrawTarget<Color = Rgb888>> Painter<'_, D> {
         self.text(&mem, t.memory, c, size, dim, Align::Left)?;
 
         let (jobs, min, mout) = (opt(n.jobs), opt(n.migrations_in), opt(n.migrations_out));
+        if gone && n.last_seen_ms > 0 {
+            let seen = format!("seen {}", format::clock(n.last_seen_ms));
+            return self.text(&seen, t.jobs, c, size, dim, Align::Left);
+        }
         match t.migrations {
             Some(r) => {
                 self.text(&format!("jobs {jobs}"), t.jobs, c, size, dim, Align::Left)?;
