@@ -141,6 +141,32 @@ pub enum NodeState {
     Unknown,
 }
 
+impl NodeMap {
+    /// The nodes that are up: this one and those alive (suspect, leaving, dead and left are not
+    /// counted in the cluster's figures).
+    pub fn alive(&self) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.state, NodeState::This | NodeState::Alive))
+    }
+
+    /// The load of the cluster taken as one machine, in the nodes' unit (thousandths, speed
+    /// 1000 per core): a node's load is its runnable work scaled by 10^6 / (cores × speed), so its
+    /// work is load × cores × speed, and the cluster's load is the sum of the work over the sum of
+    /// the capacity. `None` until a node up reports load, cores and speed.
+    pub fn cluster_load(&self) -> Option<u32> {
+        let (mut work, mut capacity) = (0u128, 0u128);
+        for n in self.alive() {
+            if let (Some(load), Some(cores), Some(speed)) = (n.load, n.cores, n.speed) {
+                let c = u128::from(cores.max(1)) * u128::from(speed.max(1));
+                work += u128::from(load) * c;
+                capacity += c;
+            }
+        }
+        (capacity > 0).then(|| u32::try_from((work + capacity / 2) / capacity).unwrap_or(u32::MAX))
+    }
+}
+
 impl NodeState {
     /// States that count as members (in `mosix.map` and the "alive" figures).
     pub fn is_member(self) -> bool {

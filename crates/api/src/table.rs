@@ -53,11 +53,7 @@ fn summary(map: &NodeMap) -> String {
         .key_fingerprint
         .as_deref()
         .map_or_else(|| "no key".to_owned(), |k| format!("key {k}"));
-    let alive: Vec<&NodeEntry> = map
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.state, NodeState::This | NodeState::Alive))
-        .collect();
+    let alive: Vec<&NodeEntry> = map.alive().collect();
     let cores: u64 = alive.iter().filter_map(|n| n.cores).map(u64::from).sum();
     let total = map.nodes.len();
     let noun = if total == 1 { "node" } else { "nodes" };

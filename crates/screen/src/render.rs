@@ -405,26 +405,13 @@ fn header_fields(view: &View) -> Vec<String> {
     let Some(map) = &view.map else {
         return vec!["waiting for clumpd".to_owned()];
     };
-    let alive: Vec<&NodeEntry> = map
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.state, NodeState::This | NodeState::Alive))
-        .collect();
+    let alive: Vec<&NodeEntry> = map.alive().collect();
     let cores: u64 = alive.iter().filter_map(|n| n.cores).map(u64::from).sum();
     let total: u64 = alive.iter().filter_map(|n| n.mem_total_kib).sum();
     let free: u64 = alive.iter().filter_map(|n| n.mem_free_kib).sum();
-    // Load is per core, so the cluster's is the per-core mean over the nodes that report one.
-    let (weighted, weight) = alive
-        .iter()
-        .filter_map(|n| {
-            n.load
-                .map(|l| (u64::from(l), u64::from(n.cores.unwrap_or(1).max(1))))
-        })
-        .fold((0u64, 0u64), |(s, w), (l, c)| (s.saturating_add(l * c), w + c));
-    let load = weighted.checked_div(weight).map_or_else(
-        || UNKNOWN.to_owned(),
-        |l| format::load(u32::try_from(l).unwrap_or(u32::MAX)),
-    );
+    let load = map
+        .cluster_load()
+        .map_or_else(|| UNKNOWN.to_owned(), format::load);
     let jobs = view
         .jobs
         .map(u64::from)

@@ -43,22 +43,8 @@ pub struct Summary {
 }
 
 pub fn summary(map: &NodeMap) -> Summary {
-    let alive: Vec<&NodeEntry> = map
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.state, NodeState::This | NodeState::Alive))
-        .collect();
-    // A node's load is its runnable tasks scaled by 10^6 / (cores × speed); undoing that per node
-    // and dividing by the whole capacity gives the load of the cluster taken as one machine.
-    let (mut work, mut capacity) = (0u128, 0u128);
-    for n in &alive {
-        if let (Some(load), Some(cores), Some(speed)) = (n.load, n.cores, n.speed) {
-            let c = u128::from(cores.max(1)) * u128::from(speed.max(1));
-            work += u128::from(load) * c;
-            capacity += c;
-        }
-    }
-    let load = (capacity > 0).then(|| u64::try_from((work + capacity / 2) / capacity).unwrap_or(u64::MAX));
+    let alive: Vec<&NodeEntry> = map.alive().collect();
+    let load = map.cluster_load().map(u64::from);
     Summary {
         alive: alive.len(),
         total: map.nodes.len(),
