@@ -17,7 +17,7 @@ impl Cgroups {
     pub fn prepare(root: &Path) -> Result<Cgroups, String> {
         let parent = root.parent().unwrap_or(Path::new("/"));
         let fs = rustix::fs::statfs(parent).map_err(|e| format!("cannot stat {}: {e}", parent.display()))?;
-        if fs.f_type as i64 != CGROUP2_SUPER_MAGIC {
+        if fs.f_type != CGROUP2_SUPER_MAGIC {
             return Err(format!("{} is not a cgroup v2 file system", parent.display()));
         }
         std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;

@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 
 /// The hidden first argument that makes the binary a reaper.
 pub const REAPER_ARG: &str = "--clump-job-reaper";
@@ -57,7 +58,8 @@ fn reap(argv: &[OsString]) -> i32 {
             None
         }
     };
-    // Blocked before the program exists, so no signal meant for it is lost in between.
+    // The runtime blocked them all across execve already (see `spawn`); again in case the
+    // reaper was started some other way.
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None) {
         say(format_args!("cannot block signals: {e}"));
         return 126;
@@ -66,8 +68,23 @@ fn reap(argv: &[OsString]) -> i32 {
         say(format_args!("no program to run"));
         return 126;
     };
-    // std resets the signal mask and SIGPIPE to their defaults in the child.
-    let child = match std::process::Command::new(program).args(&argv[1..]).spawn() {
+    let mut command = std::process::Command::new(program);
+    command.args(&argv[1..]);
+    // SAFETY: the hook runs in the forked child before exec and calls only sigprocmask and
+    // sigaction (nix's signal), which are async-signal-safe; this process has one thread.
+    unsafe {
+        command.pre_exec(|| {
+            // The program starts as from a clean shell: nothing blocked (we block everything),
+            // nothing ignored (an ignored disposition survives exec; whoever started the
+            // daemon may have ignored INT and QUIT, as a shell does for background jobs).
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            for signal in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+                nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl)?;
+            }
+            Ok(())
+        });
+    }
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             say(format_args!("cannot run {}: {e}", program.to_string_lossy()));

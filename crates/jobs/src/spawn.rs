@@ -96,7 +96,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 
 /// Stages the child reports through the error pipe, by index.
 const STAGES: [&str; 6] = [
-    "start a session",
+    "block signals and start a session",
     "set up stdio",
     "set the groups",
     "set the user",
@@ -126,6 +126,12 @@ pub fn spawn(exe: &CStr, spec: &Spec, cgroup: Option<&OwnedFd>) -> Result<Spawne
     let argv_ptrs = pointers(&argv);
     let env_ptrs = pointers(&env);
 
+    // SAFETY: sigfillset initialises the set it is given.
+    let all_signals = unsafe {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigfillset(set.as_mut_ptr());
+        set.assume_init()
+    };
     let (stdin_r, stdin_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
@@ -145,6 +151,7 @@ pub fn spawn(exe: &CStr, spec: &Spec, cgroup: Option<&OwnedFd>) -> Result<Spawne
             status_w.as_raw_fd(),
         ],
         err: err_w.as_raw_fd(),
+        all_signals,
     };
 
     let mut pidfd: RawFd = -1;
@@ -222,6 +229,10 @@ struct Child<'a> {
     /// Become fds 0, 1, 2 and 3.
     stdio: [RawFd; 4],
     err: RawFd,
+    /// Blocked across execve: a signal sent before the reaper's code runs would otherwise be
+    /// discarded (PID 1 of a namespace ignores signals it has no handler for) instead of
+    /// waiting for the reaper to take it.
+    all_signals: libc::sigset_t,
 }
 
 impl Child<'_> {
@@ -235,6 +246,9 @@ impl Child<'_> {
                 fd if fd >= 0 => fd,
                 _ => self.err,
             };
+            if libc::sigprocmask(libc::SIG_SETMASK, &self.all_signals, std::ptr::null_mut()) < 0 {
+                fail(err, 0);
+            }
             if libc::setsid() < 0 {
                 fail(err, 0);
             }
