@@ -49,6 +49,21 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         .with_context(|| format!("the current directory {} is not UTF-8", cwd.display()))?
         .to_owned();
     let env = environment();
+    // clumpd reads at most MAX_LINE bytes per request; say why before it hangs up on us.
+    let probe = Request::Run {
+        argv: argv.clone(),
+        cwd: cwd.clone(),
+        env: env.clone(),
+        attach: true,
+    };
+    let size = serde_json::to_vec(&probe).map_or(0, |v| v.len());
+    if size > clump_api::MAX_LINE {
+        bail!(
+            "the command and environment take {size} bytes, more than the {} a request may hold: \
+             unset some environment variables",
+            clump_api::MAX_LINE
+        );
+    }
     if detach {
         let job = Client::connect(socket)?.run_detached(argv, cwd, env)?;
         println!("{job}");
