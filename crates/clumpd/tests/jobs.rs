@@ -399,8 +399,6 @@ fn a_job_runs_in_a_cgroup_of_its_own() {
         root.display(),
         log()
     );
-    let procs = std::fs::read_to_string(root.join(&id).join("cgroup.procs")).expect("cgroup.procs");
-    assert!(procs.lines().count() >= 2, "the reaper and sh at least: {procs}");
     // CPU time comes from the cgroup's cpu.stat; the job's own view names its cgroup.
     let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("?");
     let start = Instant::now();
@@ -412,6 +410,9 @@ fn a_job_runs_in_a_cgroup_of_its_own() {
         assert!(start.elapsed() < Duration::from_secs(5), "{}", text(&out.stdout));
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Once sh has written that, the reaper and sh are both in the cgroup (sleep maybe too).
+    let procs = std::fs::read_to_string(root.join(&id).join("cgroup.procs")).expect("cgroup.procs");
+    assert!(procs.lines().count() >= 2, "the reaper and sh at least: {procs}");
     assert!(clump(&p("sock"), &["kill", "-s", "KILL", &id]).status.success());
     assert_eq!(clump(&p("sock"), &["wait", &id]).status.code(), Some(128 + 9));
     // Gone with the job.
