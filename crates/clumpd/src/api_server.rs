@@ -279,8 +279,9 @@ fn job_stream(
         std::thread::Builder::new()
             .name("api-stream".into())
             .spawn(move || {
-                // A client that stops reading must not hold the job's output back for ever.
-                let _ = out.set_write_timeout(Some(Duration::from_secs(60)));
+                // An attached client that reads slowly (or is stopped, Ctrl-Z) holds its job
+                // back, as a terminal does; a client that dies closes the socket and frees it.
+                let _ = out.set_write_timeout(None);
                 loop {
                     let line = match attachment.next(&closed) {
                         Next::Data(chunks) => chunks
