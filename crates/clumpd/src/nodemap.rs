@@ -28,7 +28,9 @@ pub fn format_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-fn entry(row: &MemberView, clock: Clock) -> NodeEntry {
+/// `subnet` is this node's (address, prefix length): a member heard of before its record arrived
+/// is numbered by it when its address is in the same subnet, so it never shows without a number.
+fn entry(row: &MemberView, clock: Clock, subnet: Option<(std::net::Ipv4Addr, u8)>) -> NodeEntry {
     let state = match row.state {
         ViewState::This => NodeState::This,
         ViewState::Alive => NodeState::Alive,
@@ -52,7 +54,15 @@ fn entry(row: &MemberView, clock: Clock) -> NodeEntry {
         })
         .collect();
     if let Some(member) = row.member {
-        e.address = Some(*member.addr.ip());
+        let addr = *member.addr.ip();
+        e.address = Some(addr);
+        if let Some((own, prefix)) = subnet {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            if u32::from(own) & mask == u32::from(addr) & mask {
+                e.number = Some(u32::from(addr) & !mask);
+                e.prefix_len = Some(prefix);
+            }
+        }
     }
     if let Some(r) = &row.record {
         e.number = Some(r.number());
@@ -87,7 +97,14 @@ pub fn dropped(c: &Counters) -> Dropped {
 }
 
 pub fn build(cluster: &Cluster, fingerprint: &str, port: u16, clock: Clock) -> NodeMap {
-    let mut nodes: Vec<NodeEntry> = cluster.view().iter().map(|row| entry(row, clock)).collect();
+    let view = cluster.view();
+    let subnet = view
+        .iter()
+        .find(|row| row.state == ViewState::This)
+        .and_then(|row| row.record.as_ref())
+        .map(|r| (r.addr, r.prefix_len))
+        .filter(|&(_, prefix)| (1..=31).contains(&prefix));
+    let mut nodes: Vec<NodeEntry> = view.iter().map(|row| entry(row, clock, subnet)).collect();
     nodes.sort_by(|a, b| (a.number, &a.id).cmp(&(b.number, &b.id)));
     let mut foreign: Vec<Foreign> = cluster
         .foreign()
@@ -168,5 +185,36 @@ mod tests {
     #[test]
     fn mac_format() {
         assert_eq!(format_mac([0x52, 0x54, 0, 0xab, 1, 2]), "52:54:00:ab:01:02");
+    }
+
+    #[test]
+    fn a_member_without_a_record_yet_is_numbered_in_our_subnet_only() {
+        use clump_cluster::{Member, NodeId};
+        use std::net::{Ipv4Addr, SocketAddrV4};
+        let clock = Clock {
+            mono: Duration::from_secs(1),
+            unix_ms: 1_000_000,
+        };
+        let row = |addr: Ipv4Addr| MemberView {
+            member: Some(Member {
+                addr: SocketAddrV4::new(addr, 7171),
+                id: NodeId([7; 16]),
+                gen: 1,
+            }),
+            id: NodeId([7; 16]),
+            state: ViewState::Alive,
+            record: None,
+            last_seen: Some(Duration::ZERO),
+            conflicts: Vec::new(),
+        };
+        let subnet = Some((Ipv4Addr::new(10, 1, 2, 3), 24));
+        let e = entry(&row(Ipv4Addr::new(10, 1, 2, 133)), clock, subnet);
+        assert_eq!((e.number, e.prefix_len), (Some(133), Some(24)));
+        let e = entry(&row(Ipv4Addr::new(10, 9, 2, 133)), clock, subnet);
+        assert_eq!(e.number, None, "another subnet: its prefix is not ours to assume");
+        assert_eq!(
+            entry(&row(Ipv4Addr::new(10, 1, 2, 133)), clock, None).number,
+            None
+        );
     }
 }
