@@ -7,7 +7,6 @@ mod common;
 
 use clump_api::{Client, NodeMap, NodeState};
 use common::{Net, KEY, OTHER_KEY};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn members(map: &NodeMap) -> Vec<u32> {
@@ -167,19 +166,7 @@ fn without_a_key_a_node_joins_nothing_and_says_so() {
     let p = |name: &str| dir.path().join(name);
     std::fs::write(p("cmdline"), "console=ttyS0 quiet\n").expect("cmdline");
     let log = std::fs::File::create(p("log")).expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clumpd"))
-        .arg("--cmdline")
-        .arg(p("cmdline"))
-        .arg("--key-file")
-        .arg(p("missing.key"))
-        .arg("--lease")
-        .arg(p("lease.json"))
-        .arg("--nodes-json")
-        .arg(p("nodes.json"))
-        .arg("--mosix-map")
-        .arg(p("mosix.map"))
-        .arg("--socket")
-        .arg(p("sock"))
+    let mut child = common::keyless_clumpd(dir.path())
         .stderr(log)
         .spawn()
         .expect("clumpd");

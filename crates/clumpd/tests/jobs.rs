@@ -349,19 +349,7 @@ fn a_job_runs_in_a_cgroup_of_its_own() {
     std::fs::write(p("cmdline"), "console=ttyS0\n").expect("cmdline");
     let log = std::fs::File::create(p("log")).expect("log");
     let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_clumpd"))
-            .arg("--cmdline")
-            .arg(p("cmdline"))
-            .arg("--key-file")
-            .arg(p("missing.key"))
-            .arg("--lease")
-            .arg(p("lease.json"))
-            .arg("--nodes-json")
-            .arg(p("nodes.json"))
-            .arg("--mosix-map")
-            .arg(p("mosix.map"))
-            .arg("--socket")
-            .arg(p("sock"))
+        common::keyless_clumpd(dir.path())
             .arg("--cgroup-root")
             .arg(&root)
             .stderr(log)

@@ -174,3 +174,23 @@ impl Drop for Net {
         }
     }
 }
+
+/// `clumpd` with every file of a node in `dir` and no key file (`missing.key`), for tests that run
+/// it outside a namespace: without a key it never opens the cluster socket.
+pub fn keyless_clumpd(dir: &std::path::Path) -> Command {
+    let p = |name: &str| dir.join(name);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clumpd"));
+    c.arg("--cmdline")
+        .arg(p("cmdline"))
+        .arg("--key-file")
+        .arg(p("missing.key"))
+        .arg("--lease")
+        .arg(p("lease.json"))
+        .arg("--nodes-json")
+        .arg(p("nodes.json"))
+        .arg("--mosix-map")
+        .arg(p("mosix.map"))
+        .arg("--socket")
+        .arg(p("sock"));
+    c
+}
