@@ -16,6 +16,20 @@ use std::time::Duration;
 pub const LOG_FILE: &str = "/run/clump/init.log";
 
 /// Runs the stages, then the event loop, until a shutdown.
+/// What CRIU needs before its first dump or restore: 3.17 creates an nftables table on every run
+/// and gives up when it cannot, and it inspects sockets through the `*_diag` netlink families.
+/// crc32c first: nf_tables needs libcrc32c, whose init asks the crypto API for it.
+const CHECKPOINT_MODULES: &[&str] = &[
+    "crc32c_generic",
+    "nf_tables",
+    "unix_diag",
+    "inet_diag",
+    "tcp_diag",
+    "udp_diag",
+    "netlink_diag",
+    "af_packet_diag",
+];
+
 pub fn run(signals: Signals) -> ! {
     log::stage("start");
     let failed_mounts = mounts::mount_all();
@@ -45,7 +59,12 @@ pub fn run(signals: Signals) -> ! {
 
     let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
     let mut hw = Hardware::open(&PathBuf::from("/lib/modules").join(&kernel), &cfg.blacklist);
-    hw.coldplug(&cfg.modules);
+    let modules: Vec<String> = CHECKPOINT_MODULES
+        .iter()
+        .map(|m| (*m).to_owned())
+        .chain(cfg.modules.iter().cloned())
+        .collect();
+    hw.coldplug(&modules);
     log::stage("coldplug");
 
     // The screen starts before the NICs so the monitor shows the stages from here on; the drivers
