@@ -1,7 +1,7 @@
 //! A blocking client of the local API, for `clump` and the screen.
 
 use crate::error::ApiError;
-use crate::jobs::{ExitStatus, JobInfo, Output, Started, StreamInput, StreamOutput};
+use crate::jobs::{ExitStatus, JobInfo, Migrated, Output, Started, StreamInput, StreamOutput};
 use crate::map::NodeMap;
 use crate::protocol::{
     read_line_max, write_line, Event, Reply, Request, Speed, Stats, MAX_LINE, MAX_REPLY_LINE,
@@ -142,6 +142,18 @@ impl Client {
         self.call(&Request::Signal {
             job: job.into(),
             signal: signal.into(),
+        })
+    }
+
+    /// Moves a job to `node` (`None`: home), waiting as long as the move takes.
+    pub fn migrate(&mut self, job: &str, node: Option<&str>) -> Result<Migrated, ApiError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| ApiError::io("cannot clear the socket's timeout", e))?;
+        self.call(&Request::Migrate {
+            job: job.into(),
+            node: node.map(str::to_owned),
         })
     }
 

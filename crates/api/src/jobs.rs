@@ -80,7 +80,7 @@ pub struct JobInfo {
     pub uid: u32,
     /// The node number the job was started on; null before this node has an address.
     pub home: Option<u32>,
-    /// The node number it runs on now (the home until migration exists).
+    /// The node number it runs on now.
     pub node: Option<u32>,
     pub state: Option<JobState>,
     /// When it started (unix ms).
@@ -93,6 +93,19 @@ pub struct JobInfo {
     /// Bytes of stdout and stderr written so far, and of those the ones dropped unseen.
     pub output_bytes: u64,
     pub dropped_bytes: u64,
+    /// Times it moved to another node.
+    pub migrations: u32,
+}
+
+/// The reply to `migrate`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub job: String,
+    /// Node numbers.
+    pub from: Option<u32>,
+    pub to: u32,
+    /// How long the move took, freeze to confirmation.
+    pub ms: u64,
 }
 
 /// The reply to `run` without `attach`.

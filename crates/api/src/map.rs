@@ -150,6 +150,21 @@ impl NodeMap {
             .filter(|n| matches!(n.state, NodeState::This | NodeState::Alive))
     }
 
+    /// The node a user means by `name`: its number, hostname or address. Numbers first, so a
+    /// hostname that looks like a number cannot shadow one.
+    pub fn resolve(&self, name: &str) -> Option<&NodeEntry> {
+        let name = name.trim();
+        if let Ok(n) = name.parse::<u32>() {
+            return self.nodes.iter().find(|e| e.number == Some(n));
+        }
+        if let Ok(a) = name.parse::<std::net::Ipv4Addr>() {
+            return self.nodes.iter().find(|e| e.address == Some(a));
+        }
+        self.nodes
+            .iter()
+            .find(|e| e.hostname.as_deref() == Some(name))
+    }
+
     /// The load of the cluster taken as one machine, in the nodes' unit (thousandths, speed
     /// 1000 per core): a node's load is its runnable work scaled by 10^6 / (cores × speed), so its
     /// work is load × cores × speed, and the cluster's load is the sum of the work over the sum of

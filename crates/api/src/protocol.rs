@@ -67,6 +67,13 @@ pub enum Request {
     Output { job: String },
     /// Wait until the job ends; the reply is its [`crate::jobs::ExitStatus`].
     Wait { job: String },
+    /// Move a running job of this node to `node` (a number, hostname or address), or home
+    /// with `None`; the reply, once it runs there, is a [`crate::jobs::Migrated`].
+    Migrate {
+        job: String,
+        #[serde(default)]
+        node: Option<String>,
+    },
 }
 
 /// Every line the server sends: `{"ok": <value>}` or `{"error": "message"}`.

@@ -125,6 +125,11 @@ enum Command {
         signal: String,
         job: String,
     },
+    /// Move a running job of this node to another node (a number, hostname or address) while it
+    /// runs; its output keeps coming here.
+    Migrate { job: String, node: String },
+    /// Bring a job of this node back from the node it runs on.
+    Home { job: String },
     /// Shut the node down in order and power it off.
     Poweroff,
     /// Shut the node down in order and restart it.
@@ -196,6 +201,8 @@ fn main() -> ExitCode {
         Command::Wait { job } => jobs::wait(&socket, &job),
         Command::Output { job } => jobs::output(&socket, &job),
         Command::Kill { signal, job } => jobs::kill(&socket, &signal, &job),
+        Command::Migrate { job, node } => jobs::migrate(&socket, &job, Some(&node)),
+        Command::Home { job } => jobs::migrate(&socket, &job, None),
         Command::Poweroff => power::request(power::Action::PowerOff),
         Command::Reboot => power::request(power::Action::Reboot),
     };

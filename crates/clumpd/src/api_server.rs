@@ -3,7 +3,7 @@
 
 use clump_api::jobs::base64_decode;
 use clump_api::{
-    read_line, write_line, ApiError, Event, NodeMap, Reply, Request, Speed, Started, Stats, StreamInput,
+    read_line, write_line, ApiError, Event, Migrated, NodeMap, Reply, Request, Speed, Started, Stats, StreamInput,
     StreamOutput,
 };
 use clump_jobs::{Attachment, JobError, Next, Runtime};
@@ -44,6 +44,8 @@ pub struct Hub {
     changed: Condvar,
     commands: Mutex<Vec<Command>>,
     clients: AtomicUsize,
+    /// The job streams to other nodes, once this node has an address.
+    pub peers: std::sync::OnceLock<Arc<crate::peer::Peers>>,
 }
 
 impl Hub {
@@ -64,6 +66,7 @@ impl Hub {
             changed: Condvar::new(),
             commands: Mutex::new(Vec::new()),
             clients: AtomicUsize::new(0),
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -250,6 +253,16 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                     Request::Signal { job, signal } => reply(&mut out, jobs.signal(uid, &job, &signal))?,
                     Request::Output { job } => reply(&mut out, jobs.output(uid, &job))?,
                     Request::Wait { job } => reply(&mut out, jobs.wait(uid, &job))?,
+                    Request::Migrate { job, node } => {
+                        let started = std::time::Instant::now();
+                        let result = migrate(hub, uid, &job, node.as_deref()).map(|(from, to)| Migrated {
+                            job: job.clone(),
+                            from,
+                            to,
+                            ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        });
+                        reply(&mut out, result)?
+                    }
                     Request::Nodes
                     | Request::Stats
                     | Request::Events { .. }
@@ -260,6 +273,45 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
         }
     }
     Ok(())
+}
+
+/// Moves a job of this node to `node` (a number, hostname or address; `None`: home). Returns
+/// the node numbers it moved from and to.
+fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option<u32>, u32), JobError> {
+    let Some(peers) = hub.peers.get() else {
+        return Err(JobError::Invalid("this node is not in a cluster yet: jobs cannot move".into()));
+    };
+    let info = hub.jobs.owned_info(uid, job)?;
+    let (number, me) = peers.me();
+    if info.home != Some(number) {
+        return Err(JobError::Invalid(format!(
+            "job {job} belongs to node {}: move it from there",
+            info.home.map_or("?".into(), |n| n.to_string())
+        )));
+    }
+    if info.state != Some(clump_api::JobState::Running) {
+        return Err(JobError::Ended(job.into()));
+    }
+    let (to_number, to) = match node {
+        None => (number, me),
+        Some(name) => {
+            let map = hub.lock().map.clone();
+            let entry = map.resolve(name).ok_or_else(|| {
+                JobError::Invalid(format!("no node {name:?} in the cluster (a number, hostname or address)"))
+            })?;
+            if entry.state != clump_api::NodeState::Alive && entry.state != clump_api::NodeState::This {
+                return Err(JobError::Invalid(format!("node {name} is {}", entry.state.as_str())));
+            }
+            match (entry.number, entry.address) {
+                (Some(n), Some(a)) => (n, std::net::SocketAddr::from((a, map.port))),
+                _ => return Err(JobError::Invalid(format!("node {name} has no address yet"))),
+            }
+        }
+    };
+    peers
+        .migrate(job, to_number, to)
+        .map_err(|e| JobError::Invalid(e.to_string()))?;
+    Ok((info.node, to_number))
 }
 
 /// The connection as a job's stream: a thread sends output and then the exit; this one reads

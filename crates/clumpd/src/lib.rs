@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod lease;
 pub mod nodemap;
+pub mod peer;
 pub mod sample;
 pub mod speed;
 pub mod sweep;

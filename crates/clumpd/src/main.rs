@@ -48,6 +48,9 @@ struct Args {
     /// a writable cgroup v2 file system.
     #[arg(long, default_value = "/sys/fs/cgroup/clump")]
     cgroup_root: PathBuf,
+    /// Where a moving job's CRIU images are written and received.
+    #[arg(long, default_value = "/run/clump/migrate")]
+    migrate_dir: PathBuf,
 }
 
 struct BootTime;
@@ -137,7 +140,15 @@ fn main() -> Result<()> {
             return Ok(());
         }
     };
-    let mut daemon = Daemon::new(options, paths, hub, &key, lease).context("cannot start the cluster")?;
+    let (addr, port) = (lease.addr, options.port);
+    let mut daemon = Daemon::new(options, paths, hub.clone(), &key, lease).context("cannot start the cluster")?;
+    let number = hub.jobs.home().unwrap_or(0);
+    match clump_clumpd::peer::Peers::start(key.clone(), hub.clone(), addr, port, number, args.migrate_dir.clone()) {
+        Ok(peers) => {
+            let _ = hub.peers.set(peers);
+        }
+        Err(err) => tracing::warn!(%err, "jobs cannot move: cannot listen on TCP port {port}"),
+    }
     match daemon.run(&sigfd) {
         Exit::Signal => {
             tracing::info!("leaving the cluster");

@@ -6,9 +6,13 @@
 //! - [`reaper`]: that PID 1 (the runtime's binary run again with a hidden argument).
 //! - [`table`] and [`buffer`]: the job table and the bounded, ordered output (sans-I/O).
 //! - [`runtime`]: the thread that relays the pipes and reaps, and the calls the local API makes.
+//! - [`checkpoint`] and `migration`: a job frozen and dumped with CRIU, restored elsewhere, and
+//!   at home, a job that runs on another node (its output arrives, signals and input go there).
 
 pub mod buffer;
 pub mod cgroup;
+pub mod checkpoint;
+mod migration;
 pub mod reaper;
 pub mod runtime;
 pub mod signals;
@@ -16,4 +20,5 @@ pub mod spawn;
 pub mod stat;
 pub mod table;
 
+pub use migration::{Control, Frozen, Route};
 pub use runtime::{Attachment, Config, JobError, Next, Runtime};

@@ -54,35 +54,39 @@ pub enum JobError {
 
 /// The runtime's side of a running job.
 #[derive(Debug)]
-struct Live {
-    pid: i32,
-    pidfd: Arc<OwnedFd>,
-    stdout: Option<Arc<OwnedFd>>,
-    stderr: Option<Arc<OwnedFd>>,
-    stdin: Option<Arc<OwnedFd>>,
-    status: OwnedFd,
-    cgroup: Option<PathBuf>,
+pub(crate) struct Live {
+    pub(crate) pid: i32,
+    pub(crate) pidfd: Arc<OwnedFd>,
+    pub(crate) stdout: Option<Arc<OwnedFd>>,
+    pub(crate) stderr: Option<Arc<OwnedFd>>,
+    pub(crate) stdin: Option<Arc<OwnedFd>>,
+    pub(crate) status: OwnedFd,
+    pub(crate) cgroup: Option<PathBuf>,
     /// Set once the reaper is reaped: how the job ended (`None`: unknown).
-    reaped: Option<Option<ExitStatus>>,
+    pub(crate) reaped: Option<Option<ExitStatus>>,
+    /// Being checkpointed: no second move, and the relay leaves it alone.
+    pub(crate) moving: bool,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    table: JobTable,
-    live: HashMap<String, Live>,
-    home: Option<u32>,
+pub(crate) struct State {
+    pub(crate) table: JobTable,
+    pub(crate) live: HashMap<String, Live>,
+    /// Jobs of this node that run on another: where signals and input go.
+    pub(crate) routes: HashMap<String, crate::migration::Route>,
+    pub(crate) home: Option<u32>,
 }
 
 #[derive(Debug)]
 pub struct Runtime {
-    state: Mutex<State>,
-    changed: Condvar,
+    pub(crate) state: Mutex<State>,
+    pub(crate) changed: Condvar,
     wake_r: OwnedFd,
     wake_w: OwnedFd,
     exe: CString,
-    cgroups: Option<Cgroups>,
-    buffer: usize,
-    running: AtomicUsize,
+    pub(crate) cgroups: Option<Cgroups>,
+    pub(crate) buffer: usize,
+    pub(crate) running: AtomicUsize,
 }
 
 /// What [`Attachment::next`] has for its stream.
@@ -158,11 +162,11 @@ impl Runtime {
     }
 
     /// A poisoned lock means an API thread panicked mid-update of plain data; carry on.
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         // A full pipe already means "wake up".
         let _ = rustix::io::write(&self.wake_w, &[1]);
     }
@@ -262,6 +266,7 @@ impl Runtime {
                 status,
                 cgroup: cgroup.map(|(dir, _)| dir),
                 reaped: None,
+                moving: false,
             },
         );
         self.running.fetch_add(1, Ordering::Relaxed);
@@ -286,6 +291,9 @@ impl Runtime {
         })?;
         let mut st = self.lock();
         st.table.owned(job, uid)?;
+        if let Some(route) = st.routes.get(job) {
+            return route.send(job, crate::migration::Control::Signal(number));
+        }
         // Under the lock the reaper is not reaped yet (only the relay reaps, also under the
         // lock), so its pid cannot have been reused.
         let live = st
@@ -354,6 +362,9 @@ impl Runtime {
         let fd = {
             let mut st = self.lock();
             st.table.owned(job, uid)?;
+            if let Some(route) = st.routes.get(job) {
+                return route.send(job, crate::migration::Control::Stdin(bytes.to_vec()));
+            }
             st.live
                 .get(job)
                 .and_then(|l| l.stdin.clone())
@@ -378,6 +389,9 @@ impl Runtime {
     pub fn close_stdin(&self, uid: u32, job: &str) -> Result<(), JobError> {
         let mut st = self.lock();
         st.table.owned(job, uid)?;
+        if let Some(route) = st.routes.get(job) {
+            return route.send(job, crate::migration::Control::Eof);
+        }
         if let Some(live) = st.live.get_mut(job) {
             live.stdin = None;
         }

@@ -39,7 +39,7 @@ pub struct Usage {
 
 /// The process tree under `root` (the reaper), itself included; bounded so a fork bomb cannot
 /// make the runtime walk forever.
-fn tree(root: i32) -> Vec<i32> {
+pub fn tree(root: i32) -> Vec<i32> {
     let mut seen = vec![root];
     let mut i = 0;
     while i < seen.len() && seen.len() < 4096 {

@@ -129,6 +129,11 @@ impl JobTable {
         }
     }
 
+    /// Forgets a job (a guest that moved on).
+    pub fn remove(&mut self, id: &str) -> Option<Job> {
+        self.jobs.remove(id)
+    }
+
     pub fn running(&self) -> usize {
         self.jobs.values().filter(|j| j.is_running()).count()
     }

@@ -1,0 +1,675 @@
+//! Streams between nodes for jobs (ARCHITECTURE.md, "Migration"): on the cluster port over TCP,
+//! each a [`clump_link::Link`] (only holders of the cluster key get one), opened with a [`Hello`]:
+//!
+//! - `restore`: a node that froze a job sends its CRIU images; this node restores it and says
+//!   whether it runs. The sender lets its stopped copy go only on "yes", else resumes it.
+//! - `guest`: the node that runs a job opens this to the job's home: output, usage and the exit
+//!   go up ([`Up`]), input, signals and "move on" come down ([`Down`]).
+
+use crate::api_server::Hub;
+use clump_api::jobs::{base64_decode, base64_encode, MAX_CHUNK};
+use clump_api::{ExitStatus, JobInfo, Stream};
+use clump_jobs::checkpoint::Pipes;
+use clump_jobs::{Control, Next, Route, Runtime};
+use clump_link::{Link, LinkError, Receiver, Sender};
+use clump_seal::ClusterKey;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Connect and handshake bound.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a target may take to restore.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most bytes of images one move may carry.
+const MAX_IMAGES: u64 = 8 << 30;
+/// More concurrent peer streams than this are turned away.
+const MAX_STREAMS: usize = 64;
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Hello {
+    Restore {
+        job: JobInfo,
+        pipes: Pipes,
+        /// Where the job's home listens, for the guest stream.
+        home: SocketAddr,
+        version: String,
+        files: Vec<ImageFile>,
+    },
+    Guest {
+        job: String,
+        node: u32,
+    },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ImageFile {
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Up {
+    Output { stream: Stream, data: String },
+    Usage { cpu_ms: u64, mem_kib: u64 },
+    Exit { status: ExitStatus },
+    /// Frozen, and every byte it wrote was sent: home may let a new node's output in.
+    Drained,
+    Moved { node: u32 },
+    Failed { reason: String },
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Down {
+    Stdin { data: String },
+    Eof,
+    Signal { signal: i32 },
+    Migrate { node: u32, to: SocketAddr },
+    DrainedAck,
+}
+
+/// The target's answer to a restore.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Restored {
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("the stream to node {node} failed: {source}")]
+    Link {
+        node: u32,
+        #[source]
+        source: LinkError,
+    },
+}
+
+/// This node's side of the job streams.
+pub struct Peers {
+    key: ClusterKey,
+    pub jobs: Arc<Runtime>,
+    me: SocketAddr,
+    number: u32,
+    work: PathBuf,
+    /// At home: per job running elsewhere, the way to its node and who waits for a move.
+    guests: Mutex<HashMap<String, GuestLink>>,
+    streams: AtomicU64,
+}
+
+struct GuestLink {
+    node: u32,
+    down: mpsc::Sender<Down>,
+    waiter: Option<mpsc::Sender<Result<u32, String>>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").field("me", &self.me).field("number", &self.number).finish()
+    }
+}
+
+fn version() -> String {
+    std::fs::read_to_string("/etc/clump/version")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_owned())
+}
+
+impl Peers {
+    /// Listens on `addr:port` (TCP) and serves streams on threads.
+    pub fn start(
+        key: ClusterKey,
+        hub: Arc<Hub>,
+        addr: Ipv4Addr,
+        port: u16,
+        number: u32,
+        work: PathBuf,
+    ) -> std::io::Result<Arc<Peers>> {
+        let me = SocketAddr::from((addr, port));
+        let listener = TcpListener::bind(me)?;
+        let peers = Arc::new(Peers {
+            key,
+            jobs: hub.jobs.clone(),
+            me,
+            number,
+            work,
+            guests: Mutex::new(HashMap::new()),
+            streams: AtomicU64::new(0),
+        });
+        let server = peers.clone();
+        std::thread::Builder::new().name("peers".into()).spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                if server.streams.load(Ordering::Relaxed) as usize >= MAX_STREAMS {
+                    tracing::warn!(peer = ?conn.peer_addr().ok(), "too many peer streams; refused");
+                    continue;
+                }
+                let p = server.clone();
+                server.streams.fetch_add(1, Ordering::Relaxed);
+                let _ = std::thread::Builder::new().name("peer".into()).spawn(move || {
+                    let from = conn.peer_addr().ok();
+                    if let Err(e) = p.serve(conn) {
+                        tracing::warn!(peer = ?from, "peer stream: {e}");
+                    }
+                    p.streams.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        })?;
+        tracing::info!(%me, "serving job streams");
+        Ok(peers)
+    }
+
+    fn guests(&self) -> std::sync::MutexGuard<'_, HashMap<String, GuestLink>> {
+        self.guests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn serve(self: &Arc<Self>, conn: std::net::TcpStream) -> Result<(), LinkError> {
+        let mut link = Link::accept(conn, &self.key, CONNECT_TIMEOUT)?;
+        link.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        let hello: Hello = link.recv_json()?;
+        link.set_read_timeout(None)?;
+        match hello {
+            Hello::Restore {
+                job,
+                pipes,
+                home,
+                version: v,
+                files,
+            } => {
+                let result = self.restore(&mut link, job, pipes, home, &v, &files);
+                let error = result.as_ref().err().cloned();
+                if let Some(e) = &error {
+                    tracing::warn!("restore refused: {e}");
+                }
+                link.send_json(&Restored { error })?;
+                if let Ok(Some(guest)) = result {
+                    guest.run();
+                }
+                Ok(())
+            }
+            Hello::Guest { job, node } => {
+                self.home_side(link, job, node);
+                Ok(())
+            }
+        }
+    }
+
+    /// Target: receives the images and restores the job; for a job of another home, opens the
+    /// guest stream there first (no stream, no job: it is killed and the source resumes).
+    fn restore(
+        self: &Arc<Self>,
+        link: &mut Link,
+        info: JobInfo,
+        pipes: Pipes,
+        home: SocketAddr,
+        v: &str,
+        files: &[ImageFile],
+    ) -> Result<Option<Guest>, String> {
+        let job = info.id.clone();
+        let dir = self.work.join(format!("in-{job}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let received = receive_images(link, &dir, files);
+        if let Err(e) = received {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        if v != version() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!(
+                "node {} runs image version {}, the job comes from {v}: nodes move jobs only within one version",
+                self.number,
+                version()
+            ));
+        }
+        if !valid_job_id(&job) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("{job:?} is not a job id"));
+        }
+        let restored = self.jobs.adopt(info.clone(), &pipes, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        restored.map_err(|e| e.to_string())?;
+        if info.home == Some(self.number) {
+            return Ok(None);
+        }
+        match Guest::open(self.clone(), &job, home) {
+            Ok(guest) => Ok(Some(guest)),
+            Err(e) => {
+                self.jobs.kill_guest(&job);
+                Err(format!("cannot reach the job's home {home}: {e}"))
+            }
+        }
+    }
+
+    /// Home: a node says it runs one of our jobs; relay until it ends or moves on.
+    fn home_side(self: &Arc<Self>, link: Link, job: String, node: u32) {
+        if self.jobs.info(&job).is_none_or(|i| i.home != Some(self.number)) {
+            tracing::warn!(job, node, "a node claims a job that is not ours");
+            return;
+        }
+        let (mut tx, mut rx) = link.split();
+        let (down_tx, down_rx) = mpsc::channel::<Down>();
+        let writer = std::thread::Builder::new().name("guest-down".into()).spawn(move || {
+            for msg in down_rx {
+                if tx.send_json(&msg).is_err() {
+                    break;
+                }
+            }
+            tx.shutdown();
+        });
+        if writer.is_err() {
+            return;
+        }
+        let route_tx = down_tx.clone();
+        self.jobs.set_route(
+            &job,
+            Route::new(node, move |c| {
+                let msg = match c {
+                    Control::Stdin(bytes) => Down::Stdin {
+                        data: base64_encode(&bytes),
+                    },
+                    Control::Eof => Down::Eof,
+                    Control::Signal(signal) => Down::Signal { signal },
+                };
+                route_tx.send(msg).is_ok()
+            }),
+        );
+        {
+            let mut guests = self.guests();
+            let waiter = guests.remove(&job).and_then(|g| g.waiter);
+            guests.insert(
+                job.clone(),
+                GuestLink {
+                    node,
+                    down: down_tx.clone(),
+                    waiter,
+                },
+            );
+        }
+        tracing::info!(job, node, "job runs on another node");
+        let mut moved = false;
+        loop {
+            let msg = match rx.recv_json::<Up>() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(job, node, "stream from the job's node ended: {e}");
+                    break;
+                }
+            };
+            match msg {
+                Up::Output { stream, data } => match base64_decode(&data) {
+                    Some(bytes) => self.jobs.remote_output(&job, stream, &bytes),
+                    None => tracing::warn!(job, "undecodable output from node {node}"),
+                },
+                Up::Usage { cpu_ms, mem_kib } => self.jobs.remote_usage(&job, cpu_ms, mem_kib),
+                Up::Exit { status } => {
+                    self.jobs.remote_exit(&job, Some(status));
+                    self.finish_waiter(&job, node, Err("the job ended".into()));
+                    self.forget(&job, node);
+                    return;
+                }
+                Up::Drained => {
+                    let _ = down_tx.send(Down::DrainedAck);
+                }
+                Up::Moved { node: to } => {
+                    moved = true;
+                    self.finish_waiter(&job, node, Ok(to));
+                    break;
+                }
+                Up::Failed { reason } => self.finish_waiter(&job, node, Err(reason)),
+            }
+        }
+        // The guest went away without a word: its node died or dropped the job.
+        if !moved && self.jobs.route(&job) == Some(node) {
+            tracing::warn!(job, node, "lost the job with its node");
+            self.jobs.remote_exit(&job, None);
+            self.finish_waiter(&job, node, Err(format!("node {node} went away")));
+        }
+        self.forget(&job, node);
+    }
+
+    fn finish_waiter(&self, job: &str, node: u32, result: Result<u32, String>) {
+        let mut guests = self.guests();
+        if let Some(g) = guests.get_mut(job).filter(|g| g.node == node) {
+            if let Some(w) = g.waiter.take() {
+                let _ = w.send(result);
+            }
+        }
+    }
+
+    fn forget(&self, job: &str, node: u32) {
+        let mut guests = self.guests();
+        if guests.get(job).is_some_and(|g| g.node == node) {
+            guests.remove(job);
+        }
+    }
+
+    /// This node's number and job-stream address.
+    pub fn me(&self) -> (u32, SocketAddr) {
+        (self.number, self.me)
+    }
+
+    /// `clump migrate` at home: moves the job to `node` at `to` (this node for "home").
+    pub fn migrate(self: &Arc<Self>, job: &str, node: u32, to: SocketAddr) -> Result<(), MoveError> {
+        if self.jobs.runs_here(job) {
+            if node == self.number {
+                return Err(MoveError::Refused(format!("job {job} runs on node {node} already")));
+            }
+            let dir = self.work.join(format!("out-{job}"));
+            let frozen = self.jobs.freeze(job, &dir).map_err(|e| MoveError::Refused(e.to_string()))?;
+            let sent = send_to(&self.key, &frozen, node, to, self.me);
+            let _ = std::fs::remove_dir_all(&dir);
+            return match sent {
+                Ok(()) => {
+                    self.jobs.let_go(job, node);
+                    Ok(())
+                }
+                Err(e) => {
+                    self.jobs.thaw(job);
+                    Err(e)
+                }
+            };
+        }
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut guests = self.guests();
+            let Some(g) = guests.get_mut(job) else {
+                return Err(MoveError::Refused(format!(
+                    "job {job} is not running here nor on a node this one can reach"
+                )));
+            };
+            if g.node == node {
+                return Err(MoveError::Refused(format!("job {job} runs on node {node} already")));
+            }
+            if g.waiter.is_some() {
+                return Err(MoveError::Refused(format!("job {job} is moving already")));
+            }
+            g.waiter = Some(tx);
+            let _ = g.down.send(Down::Migrate { node, to });
+        }
+        match rx.recv_timeout(RESTORE_TIMEOUT + Duration::from_secs(60)) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(reason)) => Err(MoveError::Refused(reason)),
+            Err(_) => Err(MoveError::Refused(format!("job {job}: no word of the move in time"))),
+        }
+    }
+}
+
+fn valid_job_id(id: &str) -> bool {
+    id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Image file names are CRIU's: plain names in one directory.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile]) -> Result<(), String> {
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    if total > MAX_IMAGES {
+        return Err(format!("{total} bytes of images is more than the {MAX_IMAGES} accepted"));
+    }
+    if let Some(bad) = files.iter().find(|f| !valid_name(&f.name)) {
+        return Err(format!("{:?} is not an image file name", bad.name));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    link.set_read_timeout(Some(RESTORE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    for f in files {
+        let path = dir.join(&f.name);
+        let mut out = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut left = f.size;
+        while left > 0 {
+            let chunk = link.recv().map_err(|e| format!("the images stopped coming: {e}"))?;
+            if chunk.len() as u64 > left {
+                return Err(format!("image {} is longer than announced", f.name));
+            }
+            left -= chunk.len() as u64;
+            out.write_all(&chunk)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    link.set_read_timeout(None).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Source: sends the frozen job's images to `to` and waits for its verdict.
+fn send_to(key: &ClusterKey, frozen: &clump_jobs::Frozen, node: u32, to: SocketAddr, home: SocketAddr) -> Result<(), MoveError> {
+    let link_err = |source| MoveError::Link { node, source };
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(&frozen.dir).map_err(|e| MoveError::Refused(format!("cannot read the images: {e}")))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".img") {
+            continue;
+        }
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        files.push(ImageFile { name, size });
+    }
+    let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
+    link.send_json(&Hello::Restore {
+        job: frozen.info.clone(),
+        pipes: frozen.pipes,
+        home,
+        version: version(),
+        files: files.clone(),
+    })
+    .map_err(link_err)?;
+    let mut buf = vec![0u8; clump_link::MAX_MESSAGE];
+    for f in &files {
+        let mut file = std::fs::File::open(frozen.dir.join(&f.name))
+            .map_err(|e| MoveError::Refused(format!("cannot read image {}: {e}", f.name)))?;
+        let mut left = f.size;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            std::io::Read::read_exact(&mut file, &mut buf[..want])
+                .map_err(|e| MoveError::Refused(format!("cannot read image {}: {e}", f.name)))?;
+            link.send(&buf[..want]).map_err(link_err)?;
+            left -= want as u64;
+        }
+    }
+    link.set_read_timeout(Some(RESTORE_TIMEOUT)).map_err(link_err)?;
+    let verdict: Restored = link.recv_json().map_err(link_err)?;
+    match verdict.error {
+        None => Ok(()),
+        Some(e) => Err(MoveError::Refused(format!("node {node}: {e}"))),
+    }
+}
+
+/// The node that runs a job of another home: its stream there.
+struct Guest {
+    peers: Arc<Peers>,
+    job: String,
+    home: SocketAddr,
+    tx: Arc<Mutex<Sender>>,
+    rx: Receiver,
+}
+
+impl Guest {
+    fn open(peers: Arc<Peers>, job: &str, home: SocketAddr) -> Result<Guest, LinkError> {
+        let mut link = Link::connect(home, &peers.key, CONNECT_TIMEOUT)?;
+        link.send_json(&Hello::Guest {
+            job: job.to_owned(),
+            node: peers.number,
+        })?;
+        let (tx, rx) = link.split();
+        Ok(Guest {
+            peers,
+            job: job.to_owned(),
+            home,
+            tx: Arc::new(Mutex::new(tx)),
+            rx,
+        })
+    }
+
+    fn send(tx: &Mutex<Sender>, msg: &Up) -> Result<(), LinkError> {
+        tx.lock().unwrap_or_else(|p| p.into_inner()).send_json(msg)
+    }
+
+    /// Relays until the job ends here or moves on.
+    fn run(mut self) {
+        let jobs = self.peers.jobs.clone();
+        let job = self.job.clone();
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let Ok(mut attachment) = jobs.attach(0, &job, Some(0)) else {
+            return;
+        };
+        let (tx, fwd, stop) = (self.tx.clone(), forwarded.clone(), closed.clone());
+        let forwarder = std::thread::Builder::new().name("guest-up".into()).spawn(move || {
+            let mut last_usage = Instant::now();
+            loop {
+                match attachment.next(&stop) {
+                    Next::Data(chunks) => {
+                        for (stream, bytes) in chunks {
+                            for piece in bytes.chunks(MAX_CHUNK) {
+                                let msg = Up::Output {
+                                    stream,
+                                    data: base64_encode(piece),
+                                };
+                                if Guest::send(&tx, &msg).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        fwd.store(attachment.offset(), Ordering::SeqCst);
+                    }
+                    Next::Exit(status) => {
+                        let _ = Guest::send(&tx, &Up::Exit { status });
+                        return;
+                    }
+                    Next::Closed => return,
+                }
+                if last_usage.elapsed() > Duration::from_secs(1) {
+                    last_usage = Instant::now();
+                    if let Some(i) = jobs.info(attachment.job()) {
+                        let _ = Guest::send(
+                            &tx,
+                            &Up::Usage {
+                                cpu_ms: i.cpu_ms,
+                                mem_kib: i.mem_kib,
+                            },
+                        );
+                    }
+                }
+            }
+        });
+        if forwarder.is_err() {
+            return;
+        }
+        loop {
+            let msg = match self.rx.recv_json::<Down>() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(job, "stream to the job's home ended: {e}");
+                    break;
+                }
+            };
+            let jobs = &self.peers.jobs;
+            let result = match msg {
+                Down::Stdin { data } => match base64_decode(&data) {
+                    Some(bytes) => jobs.write_stdin(0, &job, &bytes).map_err(|e| e.to_string()),
+                    None => Err("undecodable input".into()),
+                },
+                Down::Eof => jobs.close_stdin(0, &job).map_err(|e| e.to_string()),
+                Down::Signal { signal } => jobs.signal(0, &job, &signal.to_string()).map_err(|e| e.to_string()),
+                Down::DrainedAck => Ok(()),
+                Down::Migrate { node, to } => match self.move_on(node, to, &forwarded) {
+                    Ok(()) => {
+                        closed.store(true, Ordering::SeqCst);
+                        let _ = Guest::send(&self.tx, &Up::Moved { node });
+                        return;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(job, node, "move failed: {reason}");
+                        let _ = Guest::send(&self.tx, &Up::Failed { reason });
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(job, "home's request failed: {e}");
+            }
+        }
+        closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Freeze here, hand home every byte, then restore at `to`.
+    fn move_on(&mut self, node: u32, to: SocketAddr, forwarded: &AtomicU64) -> Result<(), String> {
+        let jobs = self.peers.jobs.clone();
+        let job = self.job.clone();
+        let dir = self.peers.work.join(format!("out-{job}"));
+        let frozen = jobs.freeze(&job, &dir).map_err(|e| e.to_string())?;
+        let fail = |why: String| {
+            let _ = std::fs::remove_dir_all(&dir);
+            jobs.thaw(&job);
+            why
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while forwarded.load(Ordering::SeqCst) < jobs.output_end(&job) {
+            if Instant::now() > deadline {
+                return Err(fail("the job's output did not reach its home in time".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Guest::send(&self.tx, &Up::Drained).map_err(|e| fail(e.to_string()))?;
+        loop {
+            match self.rx.recv_json::<Down>() {
+                Ok(Down::DrainedAck) => break,
+                Ok(other) => tracing::warn!(job, "dropped {other:?} sent during a move"),
+                Err(e) => return Err(fail(format!("home went away during the move: {e}"))),
+            }
+        }
+        let sent = send_to(&self.peers.key, &frozen, node, to, self.home);
+        let _ = std::fs::remove_dir_all(&dir);
+        match sent {
+            Ok(()) => {
+                jobs.let_go(&job, node);
+                Ok(())
+            }
+            Err(e) => {
+                jobs.thaw(&job);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_image_names_and_job_ids_pass() {
+        assert!(valid_name("pages-1.img"));
+        assert!(valid_name("core-22.img"));
+        for bad in ["", ".", "..", "../x", "a/b", "x\0", &"a".repeat(129)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        assert!(valid_job_id("0a1b2c3d"));
+        assert!(!valid_job_id("0a1b2c3"));
+        assert!(!valid_job_id("../../x1"));
+    }
+
+    #[test]
+    fn messages_have_the_documented_shape() {
+        let up = serde_json::to_value(Up::Moved { node: 3 }).expect("json");
+        assert_eq!(up, serde_json::json!({"op": "moved", "node": 3}));
+        let down: Down = serde_json::from_str(r#"{"op":"signal","signal":15}"#).expect("parse");
+        assert!(matches!(down, Down::Signal { signal: 15 }));
+        assert!(serde_json::from_str::<Down>(r#"{"op":"rm -rf"}"#).is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! The runtime's side of a move: freeze (dump, leave stopped, drain the pipes), then either
+//! thaw (the move failed: the job runs on here) or let go (the target has it); on the target,
+//! adopt the restored job. At home, a job that runs elsewhere has a [`Route`]: its output and
+//! exit arrive through [`Runtime::remote_output`] and [`Runtime::remote_exit`], and signals and
+//! input go to the node that runs it.
+
+use crate::checkpoint::{self, NewPipes, Pipes};
+use crate::runtime::{JobError, Live, Runtime};
+use clump_api::{ExitStatus, JobInfo, JobState, Stream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What home sends to the node that runs one of its jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Stdin(Vec<u8>),
+    Eof,
+    Signal(i32),
+}
+
+/// Where a job of this node runs now, and how to reach it.
+#[derive(Clone)]
+pub struct Route {
+    pub node: u32,
+    send: Arc<dyn Fn(Control) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route").field("node", &self.node).finish()
+    }
+}
+
+impl Route {
+    /// `send` hands a control message to the connection to `node`; false when it is gone.
+    pub fn new(node: u32, send: impl Fn(Control) -> bool + Send + Sync + 'static) -> Route {
+        Route {
+            node,
+            send: Arc::new(send),
+        }
+    }
+
+    pub(crate) fn send(&self, job: &str, control: Control) -> Result<(), JobError> {
+        if (self.send)(control) {
+            Ok(())
+        } else {
+            Err(JobError::Invalid(format!(
+                "job {job} runs on node {}, which cannot be reached now",
+                self.node
+            )))
+        }
+    }
+}
+
+/// A job dumped and stopped, ready to travel.
+#[derive(Debug, Clone)]
+pub struct Frozen {
+    pub info: JobInfo,
+    /// The inodes of its pipes, which name them in the images.
+    pub pipes: Pipes,
+    pub pid: i32,
+    pub dir: PathBuf,
+}
+
+fn inode(fd: &OwnedFd) -> u64 {
+    rustix::fs::fstat(fd).map_or(0, |s| s.st_ino)
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+impl Runtime {
+    /// Dumps a running job of this node into `dir` and leaves it stopped, with everything it
+    /// wrote before in its buffer. One move at a time per job.
+    pub fn freeze(&self, job: &str, dir: &Path) -> Result<Frozen, JobError> {
+        let (pid, pipes) = {
+            let mut st = self.lock();
+            let live = st
+                .live
+                .get_mut(job)
+                .filter(|l| l.reaped.is_none())
+                .ok_or_else(|| JobError::Invalid(format!("job {job} is not running on this node")))?;
+            if live.moving {
+                return Err(JobError::Invalid(format!("job {job} is moving already")));
+            }
+            let (Some(stdout), Some(stderr)) = (&live.stdout, &live.stderr) else {
+                return Err(JobError::Invalid(format!(
+                    "job {job} closed its output: it is ending, not worth moving"
+                )));
+            };
+            let stdin = live.stdin.as_ref().map_or(0, |f| inode(f));
+            if stdin == 0 {
+                return Err(JobError::Invalid(format!(
+                    "job {job} has its input closed; moving such a job is not supported yet"
+                )));
+            }
+            let pipes = Pipes {
+                stdin,
+                stdout: inode(stdout),
+                stderr: inode(stderr),
+                status: inode(&live.status),
+            };
+            live.moving = true;
+            (live.pid, pipes)
+        };
+        if let Err(e) = checkpoint::dump(pid, dir) {
+            self.thaw(job);
+            return Err(JobError::Invalid(format!("cannot checkpoint job {job}: {e}")));
+        }
+        let mut st = self.lock();
+        self.drain(&mut st, job);
+        let info = st
+            .table
+            .get(job)
+            .map(|j| j.info.clone())
+            .ok_or_else(|| JobError::Invalid(format!("job {job} vanished while frozen")))?;
+        drop(st);
+        self.changed.notify_all();
+        Ok(Frozen {
+            info,
+            pipes,
+            pid,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Reads what the stopped job left in its pipes into its buffer.
+    fn drain(&self, st: &mut crate::runtime::State, job: &str) {
+        let crate::runtime::State { table, live, .. } = st;
+        let (Some(j), Some(l)) = (table.get_mut(job), live.get(job)) else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        for (stream, fd) in [(Stream::Stdout, &l.stdout), (Stream::Stderr, &l.stderr)] {
+            let Some(fd) = fd else { continue };
+            loop {
+                match rustix::io::read(fd.as_ref(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => j.output.push(stream, &buf[..n]),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// The move failed: the job runs on here.
+    pub fn thaw(&self, job: &str) {
+        let mut st = self.lock();
+        if let Some(live) = st.live.get_mut(job) {
+            live.moving = false;
+            checkpoint::resume(live.pid);
+            tracing::info!(job, "job resumed here");
+        }
+    }
+
+    /// The target runs the job now: the stopped copy here ends without being counted as an
+    /// exit. At home the job stays listed, as running on `node`; a guest is forgotten.
+    pub fn let_go(&self, job: &str, node: u32) {
+        let mut st = self.lock();
+        let Some(live) = st.live.remove(job) else {
+            return;
+        };
+        let home = st.home;
+        let is_home = st.table.get(job).is_some_and(|j| j.info.home == home);
+        if is_home {
+            if let Some(j) = st.table.get_mut(job) {
+                j.info.node = Some(node);
+                j.info.migrations += 1;
+            }
+        } else {
+            st.table.remove(job);
+        }
+        drop(st);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        // Not reaped yet (only we or the relay reap, and the relay no longer sees it), so the
+        // pid is still this job's.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(live.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        );
+        if let Some(dir) = &live.cgroup {
+            remove_cgroup(dir);
+        }
+        self.changed.notify_all();
+        self.wake();
+        tracing::info!(job, node, "job moved away");
+    }
+
+    /// Restores `frozen.dir` here as job `info`: a job of this node comes home, a guest is
+    /// added. The job's stdio and status pipes are new; the reaper becomes our child.
+    pub fn adopt(&self, info: JobInfo, frozen_pipes: &Pipes, dir: &Path) -> Result<i32, JobError> {
+        let job = info.id.clone();
+        let (stdin_r, stdin_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (stdout_r, stdout_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (stderr_r, stderr_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (status_r, status_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let cgroup = match &self.cgroups {
+            None => None,
+            Some(c) => match c.create(&job) {
+                Ok((dir, _)) => Some(dir),
+                Err(err) => {
+                    tracing::warn!(job, %err, "cannot create the job's cgroup; it runs without");
+                    None
+                }
+            },
+        };
+        let new = NewPipes {
+            stdin: stdin_r,
+            stdout: stdout_w,
+            stderr: stderr_w,
+            status: status_w,
+        };
+        let pid = match checkpoint::restore(dir, frozen_pipes, &new, cgroup.as_deref()) {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let Some(dir) = &cgroup {
+                    remove_cgroup(dir);
+                }
+                return Err(JobError::Invalid(format!("cannot restore job {job}: {e}")));
+            }
+        };
+        drop(new);
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).ok_or_else(|| JobError::Invalid("restored pid 0".into()))?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| JobError::Invalid(format!("cannot watch the restored job: {e}")))?;
+        for fd in [&stdout_r, &stderr_r, &status_r] {
+            let _ = rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK);
+        }
+        let mut st = self.lock();
+        let here = st.home;
+        st.routes.remove(&job);
+        match st.table.get_mut(&job) {
+            Some(j) => {
+                j.info.node = here;
+                j.info.migrations += 1;
+            }
+            None => {
+                let mut info = info;
+                info.node = here;
+                info.migrations += 1;
+                st.table.insert(info, self.buffer);
+            }
+        }
+        st.live.insert(
+            job.clone(),
+            Live {
+                pid,
+                pidfd: Arc::new(pidfd.into()),
+                stdout: Some(Arc::new(stdout_r)),
+                stderr: Some(Arc::new(stderr_r)),
+                stdin: Some(Arc::new(stdin_w)),
+                status: status_r,
+                cgroup,
+                reaped: None,
+                moving: false,
+            },
+        );
+        drop(st);
+        self.running.fetch_add(1, Ordering::Relaxed);
+        self.wake();
+        self.changed.notify_all();
+        tracing::info!(job, pid, "job restored here");
+        Ok(pid)
+    }
+
+    /// Ends a guest that was restored but cannot stay (its home cannot be reached).
+    pub fn kill_guest(&self, job: &str) {
+        self.let_go(job, 0);
+    }
+
+    /// At home: the job runs on `route.node` from now on.
+    pub fn set_route(&self, job: &str, route: Route) {
+        let mut st = self.lock();
+        if let Some(j) = st.table.get_mut(job) {
+            j.info.node = Some(route.node);
+        }
+        st.routes.insert(job.to_owned(), route);
+    }
+
+    /// Where a job of this node runs, if elsewhere.
+    pub fn route(&self, job: &str) -> Option<u32> {
+        self.lock().routes.get(job).map(|r| r.node)
+    }
+
+    /// At home: bytes a job wrote on the node that runs it.
+    pub fn remote_output(&self, job: &str, stream: Stream, bytes: &[u8]) {
+        let mut st = self.lock();
+        if let Some(j) = st.table.get_mut(job).filter(|j| j.is_running()) {
+            j.output.push(stream, bytes);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// At home: CPU time and memory of a job elsewhere.
+    pub fn remote_usage(&self, job: &str, cpu_ms: u64, mem_kib: u64) {
+        if let Some(j) = self.lock().table.get_mut(job) {
+            j.info.cpu_ms = cpu_ms;
+            j.info.mem_kib = mem_kib;
+        }
+    }
+
+    /// At home: a job elsewhere ended (`None`: its node was lost).
+    pub fn remote_exit(&self, job: &str, status: Option<ExitStatus>) {
+        let mut st = self.lock();
+        st.routes.remove(job);
+        if st.table.get(job).is_some_and(|j| j.is_running()) {
+            st.table.finish(job, status);
+            tracing::info!(job, ?status, "job ended elsewhere");
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// The job's record, if `uid` may act on it.
+    pub fn owned_info(&self, uid: u32, job: &str) -> Result<JobInfo, JobError> {
+        Ok(self.lock().table.owned(job, uid)?.info.clone())
+    }
+
+    /// The job's record, if this node holds it.
+    pub fn info(&self, job: &str) -> Option<JobInfo> {
+        self.lock().table.get(job).map(|j| j.info.clone())
+    }
+
+    /// Whether the job runs here (not ended, not elsewhere).
+    pub fn runs_here(&self, job: &str) -> bool {
+        self.lock()
+            .live
+            .get(job)
+            .is_some_and(|l| l.reaped.is_none())
+    }
+
+    /// The offset after the last byte of the job's output held here.
+    pub fn output_end(&self, job: &str) -> u64 {
+        self.lock().table.get(job).map_or(0, |j| j.output.end())
+    }
+
+    /// This node's number.
+    pub fn home(&self) -> Option<u32> {
+        self.lock().home
+    }
+
+    /// Whether the job ended (or is unknown).
+    pub fn ended(&self, job: &str) -> bool {
+        self.lock()
+            .table
+            .get(job)
+            .is_none_or(|j| j.info.state != Some(JobState::Running))
+    }
+}
+
+/// A job's cgroup goes once its last process has: the kernel refuses while any is left.
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return,
+        }
+    }
+}
