@@ -313,7 +313,7 @@ impl Peers {
                 Up::Usage { cpu_ms, mem_kib } => self.jobs.remote_usage(&job, cpu_ms, mem_kib),
                 Up::Exit { status } => {
                     self.jobs.remote_exit(&job, Some(status));
-                    self.finish_waiter(&job, node, Err("the job ended".into()));
+                    self.finish_waiter(&job, Some(node), Err("the job ended".into()));
                     self.forget(&job, node);
                     return;
                 }
@@ -322,24 +322,27 @@ impl Peers {
                 }
                 Up::Moved { node: to } => {
                     moved = true;
-                    self.finish_waiter(&job, node, Ok(to));
+                    // By now the new node may hold the entry (and the waiter, carried over).
+                    self.finish_waiter(&job, None, Ok(to));
                     break;
                 }
-                Up::Failed { reason } => self.finish_waiter(&job, node, Err(reason)),
+                Up::Failed { reason } => self.finish_waiter(&job, Some(node), Err(reason)),
             }
         }
         // The guest went away without a word: its node died or dropped the job.
         if !moved && self.jobs.route(&job) == Some(node) {
             tracing::warn!(job, node, "lost the job with its node");
             self.jobs.remote_exit(&job, None);
-            self.finish_waiter(&job, node, Err(format!("node {node} went away")));
+            self.finish_waiter(&job, Some(node), Err(format!("node {node} went away")));
         }
         self.forget(&job, node);
     }
 
-    fn finish_waiter(&self, job: &str, node: u32, result: Result<u32, String>) {
+    /// Tells who waits for the job's move how it went; with `node`, only while that node holds
+    /// the job.
+    fn finish_waiter(&self, job: &str, node: Option<u32>, result: Result<u32, String>) {
         let mut guests = self.guests();
-        if let Some(g) = guests.get_mut(job).filter(|g| g.node == node) {
+        if let Some(g) = guests.get_mut(job).filter(|g| node.is_none_or(|n| g.node == n)) {
             if let Some(w) = g.waiter.take() {
                 let _ = w.send(result);
             }
