@@ -8,7 +8,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use clump_e2e::{add_node, parse_ready, sh, start_lab, READY_FROM_KERNEL, SHELL};
-use clump_lab::{Boot, LabConfig, Node, NicModel};
+use clump_lab::{Boot, LabConfig, NicModel, Node};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ fn ps(node: &mut Node) -> Result<Vec<Value>> {
     let text = sh(node, "clump ps --json")?;
     let start = text.find('[').context("no JSON list in `clump ps --json`")?;
     let end = text.rfind(']').context("no JSON list in `clump ps --json`")?;
-    Ok(serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))?)
+    serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
 }
 
 fn job<'a>(jobs: &'a [Value], id: &str) -> Option<&'a Value> {
@@ -35,8 +35,15 @@ fn job<'a>(jobs: &'a [Value], id: &str) -> Option<&'a Value> {
 
 fn migrate(node: &mut Node, command: &str) -> Result<()> {
     let (code, out) = node.shell(command, MOVE)?;
-    ensure!(code == 0 && out.contains("moved"), "`{command}` failed ({code}):\n{out}");
-    eprintln!("migration: {}", out.lines().find(|l| l.contains("moved")).unwrap_or_default());
+    ensure!(
+        code == 0 && out.contains("moved"),
+        "`{command}` failed ({code}):\n{out}"
+    );
+    let said = out
+        .lines()
+        .find(|l| l.starts_with("job ") && l.contains(" moved "))
+        .unwrap_or_default();
+    eprintln!("migration: {said}");
     Ok(())
 }
 
@@ -46,7 +53,12 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     let mut addrs = Vec::new();
     let mut prefix = 24;
     for i in 1..=3 {
-        add_node(&mut lab, &format!("mig{i}"), Boot::Kernel, &[NicModel::VirtioNetPci])?;
+        add_node(
+            &mut lab,
+            &format!("mig{i}"),
+            Boot::Kernel,
+            &[NicModel::VirtioNetPci],
+        )?;
     }
     for i in 0..3 {
         let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
@@ -84,17 +96,29 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     migrate(lab.node(0)?, &format!("clump migrate {id} {}", addrs[1]))?;
     let guest = ps(lab.node(1)?)?;
     let g = job(&guest, &id).with_context(|| format!("node 2 does not list job {id}: {guest:?}"))?;
-    ensure!(g["state"] == "running" && g["node"] == numbers[1] && g["home"] == numbers[0], "{g}");
+    ensure!(
+        g["state"] == "running" && g["node"] == numbers[1] && g["home"] == numbers[0],
+        "{g}"
+    );
     let home = ps(lab.node(0)?)?;
     let h = job(&home, &id).context("home lost the job")?;
-    ensure!(h["state"] == "running" && h["node"] == numbers[1], "home says {h}");
+    ensure!(
+        h["state"] == "running" && h["node"] == numbers[1],
+        "home says {h}"
+    );
     std::thread::sleep(Duration::from_secs(3));
 
     migrate(lab.node(0)?, &format!("clump migrate {id} {}", addrs[2]))?;
     let third = ps(lab.node(2)?)?;
-    ensure!(job(&third, &id).is_some_and(|j| j["state"] == "running"), "node 3: {third:?}");
+    ensure!(
+        job(&third, &id).is_some_and(|j| j["state"] == "running"),
+        "node 3: {third:?}"
+    );
     let second = ps(lab.node(1)?)?;
-    ensure!(job(&second, &id).is_none(), "node 2 still lists the job it let go: {second:?}");
+    ensure!(
+        job(&second, &id).is_none(),
+        "node 2 still lists the job it let go: {second:?}"
+    );
     std::thread::sleep(Duration::from_secs(3));
 
     migrate(lab.node(0)?, &format!("clump home {id}"))?;
@@ -105,12 +129,19 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         "home says {h}"
     );
 
-    let (code, text) = lab.node(0)?.shell(&format!("clump wait {id}"), Duration::from_secs(300))?;
+    let (code, text) = lab
+        .node(0)?
+        .shell(&format!("clump wait {id}"), Duration::from_secs(300))?;
     ensure!(code == 7, "`clump wait` exited {code}, not the job's 7:\n{text}");
-    let (_, output) = lab.node(0)?.shell(&format!("clump output {id} | md5sum; seq 0 {} | md5sum", LINES - 1), SHELL)?;
+    let (_, output) = lab.node(0)?.shell(
+        &format!("clump output {id} | md5sum; seq 0 {} | md5sum", LINES - 1),
+        SHELL,
+    )?;
     let sums: Vec<&str> = output.lines().filter(|l| l.contains(" -")).collect();
     if sums.len() != 2 || sums[0] != sums[1] {
-        let (_, full) = lab.node(0)?.shell(&format!("clump output {id} | tr '\\n' ' '"), SHELL)?;
+        let (_, full) = lab
+            .node(0)?
+            .shell(&format!("clump output {id} | tr '\\n' ' '"), SHELL)?;
         bail!("the output is not 0..{} once each, in order:\n{full}", LINES - 1);
     }
     lab.shutdown()?;

@@ -95,6 +95,8 @@ pub struct JobInfo {
     pub dropped_bytes: u64,
     /// Times it moved to another node.
     pub migrations: u32,
+    /// Why it cannot move now (a socket, a device, a debugger...), in words; null when it can.
+    pub pinned: Option<String>,
 }
 
 /// The reply to `migrate`.

@@ -160,9 +160,7 @@ impl NodeMap {
         if let Ok(a) = name.parse::<std::net::Ipv4Addr>() {
             return self.nodes.iter().find(|e| e.address == Some(a));
         }
-        self.nodes
-            .iter()
-            .find(|e| e.hostname.as_deref() == Some(name))
+        self.nodes.iter().find(|e| e.hostname.as_deref() == Some(name))
     }
 
     /// The load of the cluster taken as one machine, in the nodes' unit (thousandths, speed

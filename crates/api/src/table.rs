@@ -561,6 +561,11 @@ pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) 
     if jobs.is_empty() {
         out.push_str("(no jobs)\n");
     }
+    for j in jobs.iter().filter(|j| j.state == Some(crate::JobState::Running)) {
+        if let Some(why) = &j.pinned {
+            out.push_str(&format!("job {} stays where it is: {why}\n", j.id));
+        }
+    }
     out
 }
 

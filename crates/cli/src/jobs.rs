@@ -235,7 +235,10 @@ pub fn kill(socket: &Path, signal: &str, job: &str) -> Result<()> {
 pub fn migrate(socket: &Path, job: &str, node: Option<&str>) -> Result<()> {
     let moved = Client::connect(socket)?.migrate(job, node)?;
     let from = moved.from.map_or("?".into(), |n| n.to_string());
-    println!("job {} moved from node {from} to node {} in {} ms", moved.job, moved.to, moved.ms);
+    println!(
+        "job {} moved from node {from} to node {} in {} ms",
+        moved.job, moved.to, moved.ms
+    );
     Ok(())
 }
 

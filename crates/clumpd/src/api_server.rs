@@ -3,8 +3,8 @@
 
 use clump_api::jobs::base64_decode;
 use clump_api::{
-    read_line, write_line, ApiError, Event, Migrated, NodeMap, Reply, Request, Speed, Started, Stats, StreamInput,
-    StreamOutput,
+    read_line, write_line, ApiError, Event, Migrated, NodeMap, Reply, Request, Speed, Started, Stats,
+    StreamInput, StreamOutput,
 };
 use clump_jobs::{Attachment, JobError, Next, Runtime};
 use std::collections::VecDeque;
@@ -279,7 +279,9 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
 /// the node numbers it moved from and to.
 fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option<u32>, u32), JobError> {
     let Some(peers) = hub.peers.get() else {
-        return Err(JobError::Invalid("this node is not in a cluster yet: jobs cannot move".into()));
+        return Err(JobError::Invalid(
+            "this node is not in a cluster yet: jobs cannot move".into(),
+        ));
     };
     let info = hub.jobs.owned_info(uid, job)?;
     let (number, me) = peers.me();
@@ -297,10 +299,15 @@ fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option
         Some(name) => {
             let map = hub.lock().map.clone();
             let entry = map.resolve(name).ok_or_else(|| {
-                JobError::Invalid(format!("no node {name:?} in the cluster (a number, hostname or address)"))
+                JobError::Invalid(format!(
+                    "no node {name:?} in the cluster (a number, hostname or address)"
+                ))
             })?;
             if entry.state != clump_api::NodeState::Alive && entry.state != clump_api::NodeState::This {
-                return Err(JobError::Invalid(format!("node {name} is {}", entry.state.as_str())));
+                return Err(JobError::Invalid(format!(
+                    "node {name} is {}",
+                    entry.state.as_str()
+                )));
             }
             match (entry.number, entry.address) {
                 (Some(n), Some(a)) => (n, std::net::SocketAddr::from((a, map.port))),

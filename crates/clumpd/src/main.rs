@@ -141,9 +141,17 @@ fn main() -> Result<()> {
         }
     };
     let (addr, port) = (lease.addr, options.port);
-    let mut daemon = Daemon::new(options, paths, hub.clone(), &key, lease).context("cannot start the cluster")?;
+    let mut daemon =
+        Daemon::new(options, paths, hub.clone(), &key, lease).context("cannot start the cluster")?;
     let number = hub.jobs.home().unwrap_or(0);
-    match clump_clumpd::peer::Peers::start(key.clone(), hub.clone(), addr, port, number, args.migrate_dir.clone()) {
+    match clump_clumpd::peer::Peers::start(
+        key.clone(),
+        hub.clone(),
+        addr,
+        port,
+        number,
+        args.migrate_dir.clone(),
+    ) {
         Ok(peers) => {
             let _ = hub.peers.set(peers);
         }

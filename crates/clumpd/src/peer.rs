@@ -36,7 +36,7 @@ const MAX_STREAMS: usize = 64;
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Hello {
     Restore {
-        job: JobInfo,
+        job: Box<JobInfo>,
         pipes: Pipes,
         /// Where the job's home listens, for the guest stream.
         home: SocketAddr,
@@ -58,13 +58,25 @@ pub struct ImageFile {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Up {
-    Output { stream: Stream, data: String },
-    Usage { cpu_ms: u64, mem_kib: u64 },
-    Exit { status: ExitStatus },
+    Output {
+        stream: Stream,
+        data: String,
+    },
+    Usage {
+        cpu_ms: u64,
+        mem_kib: u64,
+    },
+    Exit {
+        status: ExitStatus,
+    },
     /// Frozen, and every byte it wrote was sent: home may let a new node's output in.
     Drained,
-    Moved { node: u32 },
-    Failed { reason: String },
+    Moved {
+        node: u32,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -115,7 +127,10 @@ struct GuestLink {
 
 impl std::fmt::Debug for Peers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peers").field("me", &self.me).field("number", &self.number).finish()
+        f.debug_struct("Peers")
+            .field("me", &self.me)
+            .field("number", &self.number)
+            .finish()
     }
 }
 
@@ -186,7 +201,7 @@ impl Peers {
                 version: v,
                 files,
             } => {
-                let result = self.restore(&mut link, job, pipes, home, &v, &files);
+                let result = self.restore(&mut link, *job, pipes, home, &v, &files);
                 let error = result.as_ref().err().cloned();
                 if let Some(e) = &error {
                     tracing::warn!("restore refused: {e}");
@@ -258,14 +273,16 @@ impl Peers {
         }
         let (mut tx, mut rx) = link.split();
         let (down_tx, down_rx) = mpsc::channel::<Down>();
-        let writer = std::thread::Builder::new().name("guest-down".into()).spawn(move || {
-            for msg in down_rx {
-                if tx.send_json(&msg).is_err() {
-                    break;
+        let writer = std::thread::Builder::new()
+            .name("guest-down".into())
+            .spawn(move || {
+                for msg in down_rx {
+                    if tx.send_json(&msg).is_err() {
+                        break;
+                    }
                 }
-            }
-            tx.shutdown();
-        });
+                tx.shutdown();
+            });
         if writer.is_err() {
             return;
         }
@@ -322,6 +339,7 @@ impl Peers {
                 }
                 Up::Moved { node: to } => {
                     moved = true;
+                    self.jobs.count_move(&job);
                     // By now the new node may hold the entry (and the waiter, carried over).
                     self.finish_waiter(&job, None, Ok(to));
                     break;
@@ -365,10 +383,15 @@ impl Peers {
     pub fn migrate(self: &Arc<Self>, job: &str, node: u32, to: SocketAddr) -> Result<(), MoveError> {
         if self.jobs.runs_here(job) {
             if node == self.number {
-                return Err(MoveError::Refused(format!("job {job} runs on node {node} already")));
+                return Err(MoveError::Refused(format!(
+                    "job {job} runs on node {node} already"
+                )));
             }
             let dir = self.work.join(format!("out-{job}"));
-            let frozen = self.jobs.freeze(job, &dir).map_err(|e| MoveError::Refused(e.to_string()))?;
+            let frozen = self
+                .jobs
+                .freeze(job, &dir)
+                .map_err(|e| MoveError::Refused(e.to_string()))?;
             let sent = send_to(&self.key, &frozen, node, to, self.me);
             let _ = std::fs::remove_dir_all(&dir);
             return match sent {
@@ -391,7 +414,9 @@ impl Peers {
                 )));
             };
             if g.node == node {
-                return Err(MoveError::Refused(format!("job {job} runs on node {node} already")));
+                return Err(MoveError::Refused(format!(
+                    "job {job} runs on node {node} already"
+                )));
             }
             if g.waiter.is_some() {
                 return Err(MoveError::Refused(format!("job {job} is moving already")));
@@ -402,7 +427,9 @@ impl Peers {
         match rx.recv_timeout(RESTORE_TIMEOUT + Duration::from_secs(60)) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(reason)) => Err(MoveError::Refused(reason)),
-            Err(_) => Err(MoveError::Refused(format!("job {job}: no word of the move in time"))),
+            Err(_) => Err(MoveError::Refused(format!(
+                "job {job}: no word of the move in time"
+            ))),
         }
     }
 }
@@ -417,13 +444,17 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile]) -> Result<(), String> {
     let total: u64 = files.iter().map(|f| f.size).sum();
     if total > MAX_IMAGES {
-        return Err(format!("{total} bytes of images is more than the {MAX_IMAGES} accepted"));
+        return Err(format!(
+            "{total} bytes of images is more than the {MAX_IMAGES} accepted"
+        ));
     }
     if let Some(bad) = files.iter().find(|f| !valid_name(&f.name)) {
         return Err(format!("{:?} is not an image file name", bad.name));
@@ -433,10 +464,13 @@ fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile]) -> Result<()
         .map_err(|e| e.to_string())?;
     for f in files {
         let path = dir.join(&f.name);
-        let mut out = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut out =
+            std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let mut left = f.size;
         while left > 0 {
-            let chunk = link.recv().map_err(|e| format!("the images stopped coming: {e}"))?;
+            let chunk = link
+                .recv()
+                .map_err(|e| format!("the images stopped coming: {e}"))?;
             if chunk.len() as u64 > left {
                 return Err(format!("image {} is longer than announced", f.name));
             }
@@ -450,10 +484,17 @@ fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile]) -> Result<()
 }
 
 /// Source: sends the frozen job's images to `to` and waits for its verdict.
-fn send_to(key: &ClusterKey, frozen: &clump_jobs::Frozen, node: u32, to: SocketAddr, home: SocketAddr) -> Result<(), MoveError> {
+fn send_to(
+    key: &ClusterKey,
+    frozen: &clump_jobs::Frozen,
+    node: u32,
+    to: SocketAddr,
+    home: SocketAddr,
+) -> Result<(), MoveError> {
     let link_err = |source| MoveError::Link { node, source };
     let mut files = Vec::new();
-    let entries = std::fs::read_dir(&frozen.dir).map_err(|e| MoveError::Refused(format!("cannot read the images: {e}")))?;
+    let entries = std::fs::read_dir(&frozen.dir)
+        .map_err(|e| MoveError::Refused(format!("cannot read the images: {e}")))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".img") {
@@ -464,7 +505,7 @@ fn send_to(key: &ClusterKey, frozen: &clump_jobs::Frozen, node: u32, to: SocketA
     }
     let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
     link.send_json(&Hello::Restore {
-        job: frozen.info.clone(),
+        job: Box::new(frozen.info.clone()),
         pipes: frozen.pipes,
         home,
         version: version(),
@@ -532,44 +573,46 @@ impl Guest {
             return;
         };
         let (tx, fwd, stop) = (self.tx.clone(), forwarded.clone(), closed.clone());
-        let forwarder = std::thread::Builder::new().name("guest-up".into()).spawn(move || {
-            let mut last_usage = Instant::now();
-            loop {
-                match attachment.next(&stop) {
-                    Next::Data(chunks) => {
-                        for (stream, bytes) in chunks {
-                            for piece in bytes.chunks(MAX_CHUNK) {
-                                let msg = Up::Output {
-                                    stream,
-                                    data: base64_encode(piece),
-                                };
-                                if Guest::send(&tx, &msg).is_err() {
-                                    return;
+        let forwarder = std::thread::Builder::new()
+            .name("guest-up".into())
+            .spawn(move || {
+                let mut last_usage = Instant::now();
+                loop {
+                    match attachment.next(&stop) {
+                        Next::Data(chunks) => {
+                            for (stream, bytes) in chunks {
+                                for piece in bytes.chunks(MAX_CHUNK) {
+                                    let msg = Up::Output {
+                                        stream,
+                                        data: base64_encode(piece),
+                                    };
+                                    if Guest::send(&tx, &msg).is_err() {
+                                        return;
+                                    }
                                 }
                             }
+                            fwd.store(attachment.offset(), Ordering::SeqCst);
                         }
-                        fwd.store(attachment.offset(), Ordering::SeqCst);
+                        Next::Exit(status) => {
+                            let _ = Guest::send(&tx, &Up::Exit { status });
+                            return;
+                        }
+                        Next::Closed => return,
                     }
-                    Next::Exit(status) => {
-                        let _ = Guest::send(&tx, &Up::Exit { status });
-                        return;
+                    if last_usage.elapsed() > Duration::from_secs(1) {
+                        last_usage = Instant::now();
+                        if let Some(i) = jobs.info(attachment.job()) {
+                            let _ = Guest::send(
+                                &tx,
+                                &Up::Usage {
+                                    cpu_ms: i.cpu_ms,
+                                    mem_kib: i.mem_kib,
+                                },
+                            );
+                        }
                     }
-                    Next::Closed => return,
                 }
-                if last_usage.elapsed() > Duration::from_secs(1) {
-                    last_usage = Instant::now();
-                    if let Some(i) = jobs.info(attachment.job()) {
-                        let _ = Guest::send(
-                            &tx,
-                            &Up::Usage {
-                                cpu_ms: i.cpu_ms,
-                                mem_kib: i.mem_kib,
-                            },
-                        );
-                    }
-                }
-            }
-        });
+            });
         if forwarder.is_err() {
             return;
         }
@@ -588,7 +631,9 @@ impl Guest {
                     None => Err("undecodable input".into()),
                 },
                 Down::Eof => jobs.close_stdin(0, &job).map_err(|e| e.to_string()),
-                Down::Signal { signal } => jobs.signal(0, &job, &signal.to_string()).map_err(|e| e.to_string()),
+                Down::Signal { signal } => jobs
+                    .signal(0, &job, &signal.to_string())
+                    .map_err(|e| e.to_string()),
                 Down::DrainedAck => Ok(()),
                 Down::Migrate { node, to } => match self.move_on(node, to, &forwarded) {
                     Ok(()) => {

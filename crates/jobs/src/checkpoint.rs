@@ -54,9 +54,22 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
     let lines: Vec<&str> = if errors.is_empty() {
-        text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect()
+        text.lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
     } else {
-        errors.into_iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect()
+        errors
+            .into_iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
     };
     lines.join(" | ")
 }
@@ -117,7 +130,12 @@ const INHERIT_FDS: [RawFd; 4] = [10, 11, 12, 13];
 /// Restores the images in `dir`: the job's ends of its pipes become `pipes` (the job's side:
 /// stdin's read end, the write ends of the others), the restored reaper a child of this process,
 /// in `cgroup` if given. Returns its pid.
-pub fn restore(dir: &Path, old: &Pipes, pipes: &NewPipes, cgroup: Option<&Path>) -> Result<i32, CheckpointError> {
+pub fn restore(
+    dir: &Path,
+    old: &Pipes,
+    pipes: &NewPipes,
+    cgroup: Option<&Path>,
+) -> Result<i32, CheckpointError> {
     let log = dir.join("restore.log");
     let pidfile = dir.join("restore.pid");
     let _ = std::fs::remove_file(&pidfile);

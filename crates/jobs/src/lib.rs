@@ -13,6 +13,7 @@ pub mod buffer;
 pub mod cgroup;
 pub mod checkpoint;
 mod migration;
+pub mod pin;
 pub mod reaper;
 pub mod runtime;
 pub mod signals;

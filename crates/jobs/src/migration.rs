@@ -87,6 +87,9 @@ impl Runtime {
             if live.moving {
                 return Err(JobError::Invalid(format!("job {job} is moving already")));
             }
+            if let Some(why) = crate::pin::reason(live.pid) {
+                return Err(JobError::Invalid(format!("job {job} cannot move: {why}")));
+            }
             let (Some(stdout), Some(stderr)) = (&live.stdout, &live.stderr) else {
                 return Err(JobError::Invalid(format!(
                     "job {job} closed its output: it is ending, not worth moving"
@@ -179,7 +182,10 @@ impl Runtime {
         self.running.fetch_sub(1, Ordering::Relaxed);
         // Not reaped yet (only we or the relay reap, and the relay no longer sees it), so the
         // pid is still this job's.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(live.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = rustix::process::waitid(
             rustix::process::WaitId::PidFd(live.pidfd.as_fd()),
             rustix::process::WaitIdOptions::EXITED,
@@ -196,10 +202,14 @@ impl Runtime {
     /// added. The job's stdio and status pipes are new; the reaper becomes our child.
     pub fn adopt(&self, info: JobInfo, frozen_pipes: &Pipes, dir: &Path) -> Result<i32, JobError> {
         let job = info.id.clone();
-        let (stdin_r, stdin_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
-        let (stdout_r, stdout_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
-        let (stderr_r, stderr_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
-        let (status_r, status_w) = pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (stdin_r, stdin_w) =
+            pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (stdout_r, stdout_w) =
+            pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (stderr_r, stderr_w) =
+            pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
+        let (status_r, status_w) =
+            pipe().map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))?;
         let cgroup = match &self.cgroups {
             None => None,
             Some(c) => match c.create(&job) {
@@ -238,10 +248,8 @@ impl Runtime {
         let here = st.home;
         st.routes.remove(&job);
         match st.table.get_mut(&job) {
-            Some(j) => {
-                j.info.node = here;
-                j.info.migrations += 1;
-            }
+            // Home counted this move when the source said `moved` (see `count_move`).
+            Some(j) => j.info.node = here,
             None => {
                 let mut info = info;
                 info.node = here;
@@ -253,7 +261,7 @@ impl Runtime {
             job.clone(),
             Live {
                 pid,
-                pidfd: Arc::new(pidfd.into()),
+                pidfd: Arc::new(pidfd),
                 stdout: Some(Arc::new(stdout_r)),
                 stderr: Some(Arc::new(stderr_r)),
                 stdin: Some(Arc::new(stdin_w)),
@@ -274,6 +282,13 @@ impl Runtime {
     /// Ends a guest that was restored but cannot stay (its home cannot be reached).
     pub fn kill_guest(&self, job: &str) {
         self.let_go(job, 0);
+    }
+
+    /// At home: a node that ran the job says it moved on.
+    pub fn count_move(&self, job: &str) {
+        if let Some(j) = self.lock().table.get_mut(job) {
+            j.info.migrations += 1;
+        }
     }
 
     /// At home: the job runs on `route.node` from now on.
@@ -332,10 +347,7 @@ impl Runtime {
 
     /// Whether the job runs here (not ended, not elsewhere).
     pub fn runs_here(&self, job: &str) -> bool {
-        self.lock()
-            .live
-            .get(job)
-            .is_some_and(|l| l.reaped.is_none())
+        self.lock().live.get(job).is_some_and(|l| l.reaped.is_none())
     }
 
     /// The offset after the last byte of the job's output held here.
@@ -362,7 +374,9 @@ fn remove_cgroup(dir: &Path) {
     for _ in 0..50 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return,
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(_) => return,
         }
     }

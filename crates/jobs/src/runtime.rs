@@ -571,6 +571,9 @@ fn sample(st: &mut State) {
         if let Some(j) = table.get_mut(id) {
             j.info.cpu_ms = usage.cpu_ms;
             j.info.mem_kib = usage.mem_kib;
+            if !l.moving {
+                j.info.pinned = crate::pin::reason(l.pid);
+            }
         }
     }
 }
