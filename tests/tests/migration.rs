@@ -1,4 +1,5 @@
-//! Live migration (issue 6): a job that prints a counter every 100 ms is moved, while it runs,
+//! Live migration (issue 6): `clump run --on NODE` runs a CPU-bound job there with its output
+//! and status at home; a signal from home reaches a job on another node; a job that prints a counter every 100 ms is moved, while it runs,
 //! from its home node to a second node, from there to a third, and back home, with CRIU on the
 //! nodes' Debian kernel and the images on authenticated streams between the nodes. The output
 //! read at home is complete and in order (no gap, no repeat), the exit status is the job's, and
@@ -81,9 +82,53 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         std::thread::sleep(Duration::from_secs(1));
     }
 
+    // Placement: a CPU-bound job started with --on runs there (it reads the hostname of the
+    // node it runs on) and its output and status arrive here.
+    let host2 = sh(lab.node(1)?, "cat /proc/sys/kernel/hostname")?;
+    let host2 = host2
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_owned();
+    let (code, out) = lab.node(0)?.shell(
+        &format!(
+            "cd / && clump run --on {} -- sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo counted $i on $(cat /proc/sys/kernel/hostname); exit 4'",
+            addrs[1]
+        ),
+        MOVE,
+    )?;
+    ensure!(
+        code == 4 && out.contains(&format!("counted 200000 on {host2}")),
+        "`clump run --on` did not run on node 2 ({host2}) or lost its status ({code}):\n{out}"
+    );
+
+    // A signal reaches a job on another node: `clump kill` at home, `clump wait` says how it died.
+    let remote = sh(
+        lab.node(0)?,
+        &format!("cd / && clump run --detach --on {} -- sleep 600", addrs[2]),
+    )?;
+    let remote = remote
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .with_context(|| format!("no job id:\n{remote}"))?;
+    let there = ps(lab.node(2)?)?;
+    ensure!(
+        job(&there, &remote).is_some_and(|j| j["state"] == "running"),
+        "node 3 does not run {remote}: {there:?}"
+    );
+    sh(lab.node(0)?, &format!("clump kill -s INT {remote}"))?;
+    let (code, text) = lab.node(0)?.shell(&format!("clump wait {remote}"), SHELL)?;
+    ensure!(
+        code == 130,
+        "a remote job killed with INT: `clump wait` exited {code}, not 130:\n{text}"
+    );
+
     let start = sh(
         lab.node(0)?,
-        &format!("cd / && clump run --detach -- sh -c 'i=0; while [ $i -lt {LINES} ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 7'"),
+        &format!("cd / && clump run --detach --home -- sh -c 'i=0; while [ $i -lt {LINES} ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 7'"),
     )?;
     let id = start
         .lines()

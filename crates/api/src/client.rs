@@ -127,14 +127,15 @@ impl Client {
         argv: Vec<String>,
         cwd: String,
         env: Vec<String>,
-    ) -> Result<String, ApiError> {
-        let started: Started = self.call(&Request::Run {
+        place: crate::jobs::Place,
+    ) -> Result<Started, ApiError> {
+        self.call(&Request::Run {
             argv,
             cwd,
             env,
             attach: false,
-        })?;
-        Ok(started.job)
+            place,
+        })
     }
 
     /// Sends a signal (`TERM`, `9`, ...) to a job.

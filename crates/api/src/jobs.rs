@@ -110,10 +110,26 @@ pub struct Migrated {
     pub ms: u64,
 }
 
+/// Where `run` places a job: `"best"` (the default), `"home"`, or `{"on": NODE}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Place {
+    /// The node with the most room for it by speed-normalised load and free memory, if it beats
+    /// this one clearly; else here.
+    #[default]
+    Best,
+    Home,
+    /// A node number, hostname or address.
+    On(String),
+}
+
 /// The reply to `run` without `attach`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Started {
     pub job: String,
+    /// Why it did not go where it was asked to (it runs here then).
+    #[serde(default)]
+    pub notice: Option<String>,
 }
 
 /// Which of a job's output pipes bytes came from.
@@ -139,6 +155,9 @@ pub enum StreamOutput {
         offset: u64,
         skipped: u64,
     },
+    /// Something the user should know that is not the job's output (it could not be placed
+    /// where asked, say).
+    Notice(String),
     /// Base64 of bytes the job wrote.
     Stdout(String),
     Stderr(String),

@@ -14,7 +14,9 @@ pub mod table;
 
 pub use client::{socket_path, Client, JobStream, StreamWriter, Watch, SOCKET, SOCKET_ENV, TIMEOUT};
 pub use error::ApiError;
-pub use jobs::{ExitStatus, JobInfo, JobState, Migrated, Output, Started, Stream, StreamInput, StreamOutput};
+pub use jobs::{
+    ExitStatus, JobInfo, JobState, Migrated, Output, Place, Started, Stream, StreamInput, StreamOutput,
+};
 pub use map::{Conflict, Dropped, Foreign, MapState, NodeEntry, NodeMap, NodeState, MAP_VERSION, NODES_FILE};
 pub use protocol::{
     read_line, read_line_max, write_line, Event, EventKind, Reply, Request, Speed, Stats, MAX_LINE,

@@ -51,6 +51,9 @@ pub enum Request {
         env: Vec<String>,
         #[serde(default)]
         attach: bool,
+        /// Where it should run; it starts here and moves there at once (as MOSIX did).
+        #[serde(default)]
+        place: crate::jobs::Place,
     },
     /// Turn the connection into the stream of a running or ended job: from `offset` (default:
     /// the oldest byte kept), then live output, then its exit.
@@ -266,9 +269,10 @@ mod tests {
                     cwd: "/tmp".into(),
                     env: vec!["HOME=/root".into()],
                     attach: true,
+                    place: crate::jobs::Place::On("12".into()),
                 },
                 json!({"op": "run", "argv": ["sh", "-c", "exit 3"], "cwd": "/tmp",
-                       "env": ["HOME=/root"], "attach": true}),
+                       "env": ["HOME=/root"], "attach": true, "place": {"on": "12"}}),
             ),
             (
                 Request::Attach {
@@ -320,7 +324,8 @@ mod tests {
                 argv: vec!["true".into()],
                 cwd: "/".into(),
                 env: vec![],
-                attach: false
+                attach: false,
+                place: crate::jobs::Place::Best,
             }
         );
         assert_eq!(

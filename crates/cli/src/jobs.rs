@@ -3,16 +3,16 @@
 
 use anyhow::{bail, Context, Result};
 use clump_api::jobs::{base64_decode, base64_encode, MAX_CHUNK};
-use clump_api::{table, Client, JobStream, Request, StreamInput, StreamOutput};
+use clump_api::{table, Client, JobStream, Place, Request, StreamInput, StreamOutput};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Where a job should run. Only this node exists for jobs so far.
+/// Where a job should run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// No choice made: this node, the job's home, for now.
+    /// No choice made: the best node (this one unless another clearly beats it).
     Default,
     Home,
     On(String),
@@ -32,17 +32,11 @@ fn environment() -> Vec<String> {
 
 /// `clump run`: exits with the job's status unless detached.
 pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>) -> Result<()> {
-    match placement {
-        Placement::Default | Placement::Home => {}
-        Placement::On(node) => bail!(
-            "remote placement is not implemented yet: cannot start a job on node {node}; \
-             jobs run on this node (leave out --on)"
-        ),
-        Placement::Best => bail!(
-            "remote placement is not implemented yet: --best cannot choose another node; \
-             jobs run on this node (leave out --best)"
-        ),
-    }
+    let place = match placement {
+        Placement::Default | Placement::Best => Place::Best,
+        Placement::Home => Place::Home,
+        Placement::On(node) => Place::On(node),
+    };
     let cwd = std::env::current_dir().context("cannot tell the current directory")?;
     let cwd = cwd
         .to_str()
@@ -55,6 +49,7 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         cwd: cwd.clone(),
         env: env.clone(),
         attach: true,
+        place: place.clone(),
     };
     let size = serde_json::to_vec(&probe).map_or(0, |v| v.len());
     if size > clump_api::MAX_LINE {
@@ -65,8 +60,11 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         );
     }
     if detach {
-        let job = Client::connect(socket)?.run_detached(argv, cwd, env)?;
-        println!("{job}");
+        let started = Client::connect(socket)?.run_detached(argv, cwd, env, place)?;
+        if let Some(notice) = &started.notice {
+            eprintln!("clump: {notice}");
+        }
+        println!("{}", started.job);
         return Ok(());
     }
     // Blocked before any thread starts, so every thread inherits it and only the forwarder
@@ -77,6 +75,7 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         cwd,
         env,
         attach: true,
+        place,
     })?;
     let job = match stream.read()? {
         Some(StreamOutput::Started(job)) => job,
@@ -156,6 +155,9 @@ fn relay(socket: &Path, mut stream: JobStream, job: &str, signals: SigSet) -> Re
             Some(StreamOutput::Stderr(data)) => {
                 let bytes = base64_decode(&data).context("clumpd sent output that is not base64")?;
                 let _ = stderr.write_all(&bytes).and_then(|()| stderr.flush());
+            }
+            Some(StreamOutput::Notice(text)) => {
+                let _ = writeln!(stderr, "clump: {text}");
             }
             Some(StreamOutput::Exit(status)) => {
                 let _ = stdout.flush();
@@ -252,27 +254,5 @@ mod tests {
         assert_eq!(user_name(passwd, 0), "root");
         assert_eq!(user_name(passwd, 65534), "nobody");
         assert_eq!(user_name(passwd, 1000), "1000");
-    }
-
-    #[test]
-    fn remote_placement_says_it_is_not_there_yet() {
-        let e = run(
-            Path::new("/nonexistent"),
-            Placement::On("12".into()),
-            false,
-            vec!["true".into()],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.starts_with("remote placement is not implemented yet"), "{e}");
-        let e = run(
-            Path::new("/nonexistent"),
-            Placement::Best,
-            true,
-            vec!["true".into()],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.starts_with("remote placement is not implemented yet"), "{e}");
     }
 }

@@ -86,13 +86,13 @@ enum Command {
     /// Run a program as a job and stay attached: stdin, stdout and stderr are relayed, Ctrl-C,
     /// TERM, HUP and QUIT reach the job, and `clump run` exits with its status (or 128+signal).
     Run {
-        /// Run on this node, the job's home (the default while jobs cannot move).
+        /// Run on this node, the job's home, whatever the others offer.
         #[arg(long, conflicts_with_all = ["on", "best"])]
         home: bool,
-        /// Run on NODE (a number, hostname or address): not implemented yet.
+        /// Run on NODE (a number, hostname or address): the job starts here and moves there.
         #[arg(long, value_name = "NODE", conflicts_with = "best")]
         on: Option<String>,
-        /// Run on the best node by load and free memory: not implemented yet.
+        /// Run on the best node by speed-normalised load and free memory (the default).
         #[arg(long)]
         best: bool,
         /// Print the job's id alone on its line and return at once.

@@ -3,7 +3,7 @@
 
 use clump_api::jobs::base64_decode;
 use clump_api::{
-    read_line, write_line, ApiError, Event, Migrated, NodeMap, Reply, Request, Speed, Started, Stats,
+    read_line, write_line, ApiError, Event, Migrated, NodeMap, Place, Reply, Request, Speed, Started, Stats,
     StreamInput, StreamOutput,
 };
 use clump_jobs::{Attachment, JobError, Next, Runtime};
@@ -221,8 +221,13 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                         cwd,
                         env,
                         attach,
+                        place,
                     } => {
                         let started = jobs.run(uid, gid, argv, cwd, env);
+                        let notice = match &started {
+                            Ok(job) => place_job(hub, uid, job, &place),
+                            Err(_) => None,
+                        };
                         match (started, attach) {
                             (Ok(job), true) => {
                                 // From the first byte, so nothing written before we attach is missed.
@@ -232,9 +237,12 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                                     Err(e) => return reply::<()>(&mut out, Err(e)),
                                 };
                                 write_line(&mut out, &Reply::Ok(StreamOutput::Started(job)))?;
+                                if let Some(n) = notice {
+                                    write_line(&mut out, &Reply::Ok(StreamOutput::Notice(n)))?;
+                                }
                                 return job_stream(reader, out, jobs, uid, attachment);
                             }
-                            (started, _) => reply(&mut out, started.map(|job| Started { job }))?,
+                            (started, _) => reply(&mut out, started.map(|job| Started { job, notice }))?,
                         }
                     }
                     Request::Attach { job, offset } => match jobs.attach(uid, &job, offset) {
@@ -273,6 +281,32 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
         }
     }
     Ok(())
+}
+
+/// Moves a job just started to where `place` says; why it stays here, if it was asked to go.
+fn place_job(hub: &Hub, uid: u32, job: &str, place: &Place) -> Option<String> {
+    let home = hub.jobs.home()?;
+    let target = match place {
+        Place::Home => return None,
+        Place::On(node) => {
+            if hub.lock().map.resolve(node).and_then(|n| n.number) == Some(home) {
+                return None;
+            }
+            node.clone()
+        }
+        // Chosen quietly: staying home is an answer, not a failure.
+        Place::Best => hub.lock().map.best_node(home)?.to_string(),
+    };
+    // Not while the reaper is still starting the program.
+    hub.jobs.wait_started(job, Duration::from_secs(2));
+    match migrate(hub, uid, job, Some(&target)) {
+        Ok(_) => None,
+        Err(e) if matches!(place, Place::Best) => {
+            tracing::info!(job, to = target, "job stays home: {e}");
+            None
+        }
+        Err(e) => Some(format!("job {job} runs on this node: {e}")),
+    }
 }
 
 /// Moves a job of this node to `node` (a number, hostname or address; `None`: home). Returns

@@ -350,6 +350,26 @@ impl Runtime {
         self.lock().live.get(job).is_some_and(|l| l.reaped.is_none())
     }
 
+    /// Waits up to `limit` until the job's reaper has started its program (a child that runs
+    /// another executable than the reaper's), so a move does not catch it half way.
+    pub fn wait_started(&self, job: &str, limit: Duration) {
+        let Some(pid) = self.lock().live.get(job).map(|l| l.pid) else {
+            return;
+        };
+        let exe = |p: i32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let reaper = exe(pid);
+            if crate::stat::tree(pid)
+                .into_iter()
+                .any(|c| c != pid && exe(c).is_some_and(|e| Some(&e) != reaper.as_ref()))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The offset after the last byte of the job's output held here.
     pub fn output_end(&self, job: &str) -> u64 {
         self.lock().table.get(job).map_or(0, |j| j.output.end())

@@ -1,6 +1,8 @@
 //! `clump-lab demo`: boot a small cluster (three nodes from the ISO) in a lab (private bridge with
 //! dnsmasq, so they get DHCP leases), wait until they know each other, print the node map as node 1
-//! sees it, keep every node's serial log and a screenshot of its status screen, power them off.
+//! sees it, start a job on node 1 that prints a counter and move it, while it runs, to node 2 and
+//! then node 3 (its output keeps arriving at node 1), keep every node's serial log and a
+//! screenshot of its status screen, power them off.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,6 +17,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(120);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(90);
 const SHELL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A move under TCG (dump, images over the bridge, restore) takes a few seconds.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time for every screen to draw the last change after node 1 lists everyone.
 const SCREEN_SETTLE: Duration = Duration::from_secs(3);
 
@@ -50,6 +54,7 @@ pub fn run(out: Option<PathBuf>) -> Result<()> {
 }
 
 fn demo(lab: &mut Lab, out: &Path) -> Result<()> {
+    let mut addrs = Vec::new();
     for i in 0..NODES {
         let node = lab.node(i)?;
         // Not anchored: a shell prompt may precede PID 1's line on the serial console.
@@ -64,9 +69,17 @@ fn demo(lab: &mut Lab, out: &Path) -> Result<()> {
             node.name(),
             node.uptime().as_secs_f64()
         );
+        let addr = ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.split('/').next())
+            .map(str::to_owned)
+            .with_context(|| format!("{}: no address in {ready}", node.name()))?;
+        addrs.push(addr);
     }
     let table = wait_for_cluster(lab.node(0)?)?;
     println!("\nthe cluster as node1 sees it (`clump nodes`):\n{table}");
+    let job = migrating_job(lab.node(0)?, &addrs)?;
     std::thread::sleep(SCREEN_SETTLE);
     for i in 0..NODES {
         let node = lab.node(i)?;
@@ -76,12 +89,48 @@ fn demo(lab: &mut Lab, out: &Path) -> Result<()> {
             std::fs::copy(&path, out.join("screen.png")).context("copying screen.png")?;
         }
     }
+    lab.node(0)?.shell(&format!("clump kill {job}"), SHELL_TIMEOUT)?;
     for i in 0..NODES {
         let node = lab.node(i)?;
         node.power_off(POWEROFF_TIMEOUT)?;
         println!("{}: powered off cleanly via ACPI", node.name());
     }
     Ok(())
+}
+
+/// Starts a job on `node` (node 1) that prints a counter with the name of the node it runs on,
+/// moves it to the second and then the third node while it runs, and shows its output and
+/// `clump ps` at home. Returns its id; it is still running, on node 3.
+fn migrating_job(node: &mut Node, addrs: &[String]) -> Result<String> {
+    let (_, started) = node.shell(
+        r#"cd / && clump run --detach --home -- sh -c 'i=0; while [ $i -lt 1000 ]; do echo tick $i on $(sed -n "s/.*\"address\": \"\([0-9.]*\)\".*/\1/p" /run/clump/lease.json); i=$((i+1)); sleep 0.2; done'"#,
+        SHELL_TIMEOUT,
+    )?;
+    let job = started
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .with_context(|| format!("`clump run --detach` printed no job id:\n{started}"))?;
+    println!("\njob {job} started on node1: a counter that names the address of the node it runs on");
+    std::thread::sleep(Duration::from_secs(2));
+    for (name, addr) in ["node2", "node3"].iter().zip(&addrs[1..]) {
+        let (code, said) = node.shell(&format!("clump migrate {job} {addr}"), MOVE_TIMEOUT)?;
+        let line = said
+            .lines()
+            .find(|l| l.starts_with("job ") && l.contains(" moved "))
+            .map(str::to_owned);
+        match (code, line) {
+            (0, Some(line)) => println!("`clump migrate {job} {addr}` ({name}): {line}"),
+            _ => bail!("moving job {job} to {name} failed ({code}):\n{said}"),
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let (_, ps) = node.shell("clump ps", SHELL_TIMEOUT)?;
+    println!("\n`clump ps` on node1:\n{ps}");
+    let (_, tail) = node.shell(&format!("clump output {job} | tail -n 4"), SHELL_TIMEOUT)?;
+    println!("the job's latest output, read on node1:\n{tail}");
+    Ok(job)
 }
 
 /// Reads `clump nodes` on `node` until it lists every node alive; returns the table.
