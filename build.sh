@@ -194,11 +194,11 @@ build_binaries() {
     ensure_cargo
     (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --locked --target "$TARGET" -p clump-init -p clump-cli -p clump-netd \
-            -p clump-clumpd -p clump-screend) ||
-        die "cargo build of clump-init/clump-cli/clump-netd/clump-clumpd/clump-screend failed"
+            -p clump-clumpd -p clump-screend -p clump-workload) ||
+        die "cargo build of clump-init/clump-cli/clump-netd/clump-clumpd/clump-screend/clump-workload failed"
     BIN_DIR=$ROOT/target/$TARGET/release
     local b
-    for b in init clump clump-netd clumpd clump-screend; do
+    for b in init clump clump-netd clumpd clump-screend clump-work; do
         [[ -x $BIN_DIR/$b ]] || die "$BIN_DIR/$b was not built"
         if readelf -l "$BIN_DIR/$b" | grep -q 'Requesting program interpreter'; then
             die "$BIN_DIR/$b is dynamically linked (RUSTFLAGS crt-static not applied?)"
@@ -345,6 +345,8 @@ stage_rootfs() {
     install -m 0755 "$BIN_DIR/clump-netd" "$ROOTFS/bin/clump-netd"
     install -m 0755 "$BIN_DIR/clumpd" "$ROOTFS/bin/clumpd"
     install -m 0755 "$BIN_DIR/clump-screend" "$ROOTFS/bin/clump-screend"
+    # A workload of our own for the migration tests and benchmarks (memory checked after a move).
+    install -m 0755 "$BIN_DIR/clump-work" "$ROOTFS/bin/clump-work"
 
     install -m 0755 "$BUSYBOX_DIR/bin/busybox" "$ROOTFS/bin/busybox"
     local applet n=0

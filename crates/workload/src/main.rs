@@ -1,0 +1,150 @@
+//! `clump-work`: jobs whose result can be checked after they moved.
+//!
+//! - `mem --mib N --seconds S`: holds N MiB, every page written with a pattern derived from its
+//!   index and a per-page version; keeps changing pages (a version bump rewrites a page) at
+//!   `--dirty-per-s` pages a second, prints a line each second, and at the end checks every page
+//!   against its version: `memory ok` or `memory corrupt at page P`. A migration that lost or
+//!   mixed pages shows here.
+//! - `cpu --units N`: N units of a fixed integer workload, printing progress; exits 0.
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+const PAGE: usize = 4096;
+
+#[derive(Parser)]
+#[command(about = "Workloads of known size for Clump's tests and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Hold and keep changing memory; check it at the end.
+    Mem {
+        #[arg(long)]
+        mib: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Pages rewritten each second.
+        #[arg(long, default_value_t = 256)]
+        dirty_per_s: usize,
+    },
+    /// Fixed CPU work.
+    Cpu {
+        #[arg(long, default_value_t = 10)]
+        units: u64,
+    },
+}
+
+/// The byte at `offset` of page `page` at `version`: cheap, and different for every page and
+/// version, so a page from elsewhere or from an older version is caught.
+fn byte(page: usize, version: u32, offset: usize) -> u8 {
+    let x = (page as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(version).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    (x.rotate_left((offset % 61) as u32) as u8) ^ (offset as u8)
+}
+
+fn fill(mem: &mut [u8], page: usize, version: u32) {
+    for (o, b) in mem[page * PAGE..(page + 1) * PAGE].iter_mut().enumerate() {
+        *b = byte(page, version, o);
+    }
+}
+
+fn first_bad(mem: &[u8], versions: &[u32]) -> Option<usize> {
+    (0..versions.len()).find(|&p| {
+        mem[p * PAGE..(p + 1) * PAGE]
+            .iter()
+            .enumerate()
+            .any(|(o, b)| *b != byte(p, versions[p], o))
+    })
+}
+
+fn mem(mib: usize, seconds: u64, dirty_per_s: usize) -> Result<()> {
+    let pages = mib * 1024 * 1024 / PAGE;
+    if pages == 0 {
+        bail!("--mib must be at least 1");
+    }
+    let mut mem = vec![0u8; pages * PAGE];
+    let mut versions = vec![0u32; pages];
+    for p in 0..pages {
+        fill(&mut mem, p, 0);
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "ready {mib} MiB")?;
+    out.flush()?;
+    let start = Instant::now();
+    let mut next = 0usize;
+    let mut tick = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let second = Instant::now();
+        for _ in 0..dirty_per_s {
+            // Walk the pages with a stride so the dirty set spreads over the whole range.
+            next = (next + 7919) % pages;
+            versions[next] += 1;
+            fill(&mut mem, next, versions[next]);
+        }
+        tick += 1;
+        writeln!(out, "tick {tick}")?;
+        out.flush()?;
+        if let Some(left) = Duration::from_secs(1).checked_sub(second.elapsed()) {
+            std::thread::sleep(left);
+        }
+    }
+    match first_bad(&mem, &versions) {
+        None => writeln!(out, "memory ok: {mib} MiB, {pages} pages")?,
+        Some(p) => {
+            writeln!(out, "memory corrupt at page {p}")?;
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}
+
+fn cpu(units: u64) -> Result<()> {
+    let mut out = std::io::stdout();
+    let mut x = 1u64;
+    for u in 1..=units {
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+        }
+        writeln!(out, "unit {u}/{units} {:016x}", x)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().what {
+        What::Mem {
+            mib,
+            seconds,
+            dirty_per_s,
+        } => mem(mib, seconds, dirty_per_s),
+        What::Cpu { units } => cpu(units),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_or_foreign_page_is_caught() {
+        let mut mem = vec![0u8; 4 * PAGE];
+        let mut versions = vec![0u32; 4];
+        for p in 0..4 {
+            fill(&mut mem, p, 0);
+        }
+        assert_eq!(first_bad(&mem, &versions), None);
+        versions[2] = 1;
+        assert_eq!(first_bad(&mem, &versions), Some(2), "a page left at an older version");
+        fill(&mut mem, 2, 1);
+        assert_eq!(first_bad(&mem, &versions), None);
+        let (a, b) = mem.split_at_mut(PAGE);
+        b[..PAGE].copy_from_slice(&a[..PAGE]);
+        assert_eq!(first_bad(&mem, &versions), Some(1), "page 0's bytes in page 1");
+    }
+}
