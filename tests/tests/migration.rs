@@ -1,5 +1,6 @@
 //! Live migration (issue 6): `clump run --on NODE` runs a CPU-bound job there with its output
-//! and status at home; a signal from home reaches a job on another node; a job that prints a counter every 100 ms is moved, while it runs,
+//! and status at home; a signal from home reaches a job on another node; a job holding 64 MiB
+//! of changing memory moves there and back and finds every page as it left it; a job that prints a counter every 100 ms is moved, while it runs,
 //! from its home node to a second node, from there to a third, and back home, with CRIU on the
 //! nodes' Debian kernel and the images on authenticated streams between the nodes. The output
 //! read at home is complete and in order (no gap, no repeat), the exit status is the job's, and
@@ -124,6 +125,36 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     ensure!(
         code == 130,
         "a remote job killed with INT: `clump wait` exited {code}, not 130:\n{text}"
+    );
+
+    // Memory: a job holding 64 MiB that keeps changing moves there and back; at its end it
+    // checks every page against what it last wrote.
+    let mem = sh(
+        lab.node(0)?,
+        "cd / && clump run --detach --home -- clump-work mem --mib 64 --seconds 45",
+    )?;
+    let mem = mem
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .with_context(|| format!("no job id:\n{mem}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sh(lab.node(0)?, &format!("clump output {mem} | head -n 1"))?.contains("ready 64 MiB") {
+        ensure!(Instant::now() < deadline, "clump-work never filled its 64 MiB");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    migrate(lab.node(0)?, &format!("clump migrate {mem} {}", addrs[1]))?;
+    migrate(lab.node(0)?, &format!("clump home {mem}"))?;
+    let (code, text) = lab
+        .node(0)?
+        .shell(&format!("clump wait {mem}"), Duration::from_secs(300))?;
+    let (_, out) = lab
+        .node(0)?
+        .shell(&format!("clump output {mem} | tail -n 2"), SHELL)?;
+    ensure!(
+        code == 0 && out.contains("memory ok: 64 MiB"),
+        "the memory job after two moves ({code}):\n{text}\n{out}"
     );
 
     let start = sh(

@@ -129,6 +129,8 @@ pub enum EventKind {
     JoinedCluster,
     /// This node found no other node.
     Alone,
+    /// A job of this node moved (its `number` is the node it went to).
+    JobMigrated,
     /// A kind this build does not know (sent by a newer `clumpd`); never sent.
     #[serde(other)]
     Unknown,

@@ -352,6 +352,21 @@ fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option
     peers
         .migrate(job, to_number, to)
         .map_err(|e| JobError::Invalid(e.to_string()))?;
+    let from = info.node.map_or("?".into(), |n| n.to_string());
+    hub.push_event(Event {
+        seq: 0,
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        kind: clump_api::EventKind::JobMigrated,
+        node: None,
+        number: Some(to_number),
+        address: match to.ip() {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        },
+        text: format!("job {job} migrated {from}->{to_number}"),
+    });
     Ok((info.node, to_number))
 }
 

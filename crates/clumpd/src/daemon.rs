@@ -381,8 +381,11 @@ impl Daemon {
         };
         let load = self.load;
         let jobs = u32::try_from(self.hub.jobs.running()).unwrap_or(u32::MAX);
+        let (moved_in, moved_out) = self.hub.jobs.migrations();
         self.cluster.update_record(|r| {
             r.jobs = jobs;
+            r.migrations_in = moved_in;
+            r.migrations_out = moved_out;
             r.mem_total_kib = mem.total_kib;
             r.mem_free_kib = mem.available_kib;
             r.runnable = u32::try_from(load.exported_milli()).unwrap_or(u32::MAX);

@@ -180,6 +180,9 @@ impl Runtime {
         }
         drop(st);
         self.running.fetch_sub(1, Ordering::Relaxed);
+        if node != 0 {
+            self.moved_out.fetch_add(1, Ordering::Relaxed);
+        }
         // Not reaped yet (only we or the relay reap, and the relay no longer sees it), so the
         // pid is still this job's.
         let _ = nix::sys::signal::kill(
@@ -273,14 +276,17 @@ impl Runtime {
         );
         drop(st);
         self.running.fetch_add(1, Ordering::Relaxed);
+        self.moved_in.fetch_add(1, Ordering::Relaxed);
         self.wake();
         self.changed.notify_all();
         tracing::info!(job, pid, "job restored here");
         Ok(pid)
     }
 
-    /// Ends a guest that was restored but cannot stay (its home cannot be reached).
+    /// Ends a guest that was restored but cannot stay (its home cannot be reached): it does
+    /// not count as having moved in.
     pub fn kill_guest(&self, job: &str) {
+        self.moved_in.fetch_sub(1, Ordering::Relaxed);
         self.let_go(job, 0);
     }
 

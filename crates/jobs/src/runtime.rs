@@ -87,6 +87,9 @@ pub struct Runtime {
     pub(crate) cgroups: Option<Cgroups>,
     pub(crate) buffer: usize,
     pub(crate) running: AtomicUsize,
+    /// Jobs restored here and jobs that left, since the start.
+    pub(crate) moved_in: std::sync::atomic::AtomicU64,
+    pub(crate) moved_out: std::sync::atomic::AtomicU64,
 }
 
 /// What [`Attachment::next`] has for its stream.
@@ -153,6 +156,8 @@ impl Runtime {
             cgroups,
             buffer: config.buffer,
             running: AtomicUsize::new(0),
+            moved_in: std::sync::atomic::AtomicU64::new(0),
+            moved_out: std::sync::atomic::AtomicU64::new(0),
         });
         let worker = runtime.clone();
         std::thread::Builder::new()
@@ -174,6 +179,14 @@ impl Runtime {
     /// This node's number, for the `home` of jobs started from now on.
     pub fn set_home(&self, number: u32) {
         self.lock().home = Some(number);
+    }
+
+    /// Jobs that moved in and out of this node (for its gossip record).
+    pub fn migrations(&self) -> (u64, u64) {
+        (
+            self.moved_in.load(Ordering::Relaxed),
+            self.moved_out.load(Ordering::Relaxed),
+        )
     }
 
     /// Jobs running now (for the node's gossip record).

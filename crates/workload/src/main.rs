@@ -43,7 +43,8 @@ enum What {
 /// The byte at `offset` of page `page` at `version`: cheap, and different for every page and
 /// version, so a page from elsewhere or from an older version is caught.
 fn byte(page: usize, version: u32, offset: usize) -> u8 {
-    let x = (page as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(version).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let x = (page as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(version).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     (x.rotate_left((offset % 61) as u32) as u8) ^ (offset as u8)
 }
 
@@ -140,7 +141,11 @@ mod tests {
         }
         assert_eq!(first_bad(&mem, &versions), None);
         versions[2] = 1;
-        assert_eq!(first_bad(&mem, &versions), Some(2), "a page left at an older version");
+        assert_eq!(
+            first_bad(&mem, &versions),
+            Some(2),
+            "a page left at an older version"
+        );
         fill(&mut mem, 2, 1);
         assert_eq!(first_bad(&mem, &versions), None);
         let (a, b) = mem.split_at_mut(PAGE);

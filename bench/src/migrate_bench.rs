@@ -1,0 +1,138 @@
+//! Migration time against the link: two lab nodes (direct kernel boot, TCG); for each size, a
+//! `clump-work mem` job of that many MiB (changing 256 pages a second) is moved node 1 -> node 2
+//! and back with `clump migrate`/`clump home`, and the time each move took (freeze to the
+//! target's confirmation, as `clump migrate` reports it) is set beside the time the same bytes
+//! take over the same bridge as plain TCP (busybox wget from busybox httpd, measured in the same
+//! run). Without pre-copy the job is stopped for the whole move: its freeze time is the move's.
+//! Needs root (the lab's namespace) and `out/pxe` with clump-work in it.
+//!
+//! `cargo run --release -p clump-bench --bin migrate-bench -- --sizes 16,64,256,1024`
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
+use regex::Regex;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Job sizes in MiB.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
+    sizes: Vec<u64>,
+    /// Guest RAM in MiB: the job, its images on the source's tmpfs and on the target's.
+    #[arg(long, default_value_t = 3584)]
+    mem: u32,
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+fn addr_of(ready: &str) -> Result<String> {
+    ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.split('/').next())
+        .map(str::to_owned)
+        .with_context(|| format!("no address in {ready}"))
+}
+
+fn shell(node: &mut Node, cmd: &str) -> Result<String> {
+    let (code, out) = node.shell(cmd, LONG)?;
+    if code != 0 {
+        bail!("`{cmd}` failed ({code}):\n{out}");
+    }
+    Ok(out)
+}
+
+fn job_id(out: &str) -> Result<String> {
+    out.lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .with_context(|| format!("no job id in {out}"))
+}
+
+/// Seconds from busybox `time`'s `real` line.
+fn real_secs(out: &str) -> Result<f64> {
+    let re = Regex::new(r"real\s+(\d+)m\s*([\d.]+)s")?;
+    let c = re.captures(out).with_context(|| format!("no time in {out:?}"))?;
+    Ok(c[1].parse::<f64>()? * 60.0 + c[2].parse::<f64>()?)
+}
+
+fn moved_ms(out: &str) -> Result<u64> {
+    let re = Regex::new(r"moved from node \S+ to node \d+ in (\d+) ms")?;
+    let c = re.captures(out).with_context(|| format!("no move in {out}"))?;
+    Ok(c[1].parse()?)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut lab = Lab::start(LabConfig::default()).context("lab (needs root)")?;
+    for n in 1..=2 {
+        let spec = NodeSpec::from_artefacts(format!("move{n}"), Boot::Kernel, &Artefacts::from_env())?
+            .memory_mib(args.mem)
+            .nic(NicModel::VirtioNetPci);
+        lab.start_node(spec)?;
+    }
+    let mut addrs = Vec::new();
+    for n in 0..2 {
+        let ready = lab
+            .node(n)?
+            .wait_for_line(r"clump: ready .*via=dhcp", Duration::from_secs(180))?;
+        addrs.push(addr_of(&ready)?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !shell(lab.node(0)?, "clump nodes")?.contains(&addrs[1]) {
+        if Instant::now() > deadline {
+            bail!("node 1 never listed node 2");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // The bridge as plain TCP, one way and back, with the largest size (at most 256 MiB: it
+    // sits in the tmpfs of the node serving it).
+    let blob = args.sizes.iter().copied().max().unwrap_or(64).min(256);
+    let mut link = Vec::new();
+    for (from, to) in [(0usize, 1usize), (1, 0)] {
+        shell(
+            lab.node(from)?,
+            &format!("dd if=/dev/urandom of=/tmp/blob bs=1M count={blob} 2>/dev/null; httpd -p 8088 -h /tmp"),
+        )?;
+        let out = shell(
+            lab.node(to)?,
+            &format!("time wget -q -O /dev/null http://{}:8088/blob 2>&1", addrs[from]),
+        )?;
+        let secs = real_secs(&out)?;
+        link.push(blob as f64 / secs);
+        shell(lab.node(from)?, "killall httpd; rm -f /tmp/blob")?;
+    }
+    let mib_s = link.iter().sum::<f64>() / link.len() as f64;
+    eprintln!("link: {link:?} MiB/s (plain TCP, {blob} MiB)");
+    println!("| size | to node 2 | back home | bytes / link (limit) | ratio |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &mib in &args.sizes {
+        let started = shell(
+            lab.node(0)?,
+            &format!("cd / && clump run --detach --home -- clump-work mem --mib {mib} --seconds 3600"),
+        )?;
+        let id = job_id(&started)?;
+        let deadline = Instant::now() + LONG;
+        while !shell(lab.node(0)?, &format!("clump output {id} | head -n 1"))?.contains("ready") {
+            if Instant::now() > deadline {
+                bail!("job {id} never filled its {mib} MiB");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let there = moved_ms(&shell(lab.node(0)?, &format!("clump migrate {id} {}", addrs[1]))?)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let back = moved_ms(&shell(lab.node(0)?, &format!("clump home {id}"))?)?;
+        shell(
+            lab.node(0)?,
+            &format!("clump kill -s KILL {id}; clump wait {id}; true"),
+        )?;
+        let limit_ms = mib as f64 / mib_s * 1000.0;
+        let ratio = (there + back) as f64 / 2.0 / limit_ms;
+        println!("| {mib} MiB | {there} ms | {back} ms | {limit_ms:.0} ms | {ratio:.2}x |");
+    }
+    println!("\nlink: {mib_s:.1} MiB/s plain TCP over the lab bridge (mean of both ways, {blob} MiB)");
+    lab.shutdown()?;
+    Ok(())
+}
