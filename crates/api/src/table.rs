@@ -523,7 +523,7 @@ pub fn job_state(job: &crate::JobInfo) -> String {
 pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) -> String {
     let node = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
     let mut rows = vec![[
-        "JOB", "USER", "HOME", "NODE", "STATE", "CPU", "MEM", "AGE", "COMMAND",
+        "JOB", "USER", "HOME", "NODE", "STATE", "CPU", "MEM", "AGE", "MIG", "COMMAND",
     ]
     .map(str::to_owned)];
     for j in jobs {
@@ -536,10 +536,11 @@ pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) 
             duration(j.cpu_ms),
             bytes(j.mem_kib.saturating_mul(1024)),
             duration(now_ms.saturating_sub(j.started_ms)),
+            j.migrations.to_string(),
             j.argv.join(" "),
         ]);
     }
-    let mut widths = [0usize; 9];
+    let mut widths = [0usize; 10];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -612,7 +613,15 @@ mod job_tests {
         assert!(lines[1].contains("2.0 MiB") && lines[1].contains("1s"), "{text}");
         assert_eq!(
             jobs(&[], 0, |u| u.to_string()),
-            "JOB  USER  HOME  NODE  STATE  CPU  MEM  AGE  COMMAND\n(no jobs)\n"
+            "JOB  USER  HOME  NODE  STATE  CPU  MEM  AGE  MIG  COMMAND\n(no jobs)\n"
         );
+        let mut moved = job("33333333", JobState::Running, None);
+        moved.node = Some(14);
+        moved.migrations = 2;
+        moved.pinned = Some("it has a socket open".into());
+        let text = jobs(&[moved], 61_000, |u| u.to_string());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("12    14") && lines[1].contains(" 2    sh -c"), "{text}");
+        assert_eq!(lines[2], "job 33333333 stays where it is: it has a socket open", "{text}");
     }
 }
