@@ -44,11 +44,7 @@ fn shell(node: &mut Node, cmd: &str) -> Result<String> {
 }
 
 fn job_id(out: &str) -> Result<String> {
-    out.lines()
-        .map(str::trim)
-        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .with_context(|| format!("no job id in {out}"))
+    clump_lab::job_id(out).with_context(|| format!("no job id in {out}"))
 }
 
 /// Seconds from busybox `time`'s `real` line.

@@ -43,6 +43,7 @@ pub use lab::{
 pub use node::Node;
 pub use qemu_args::{Layout, QEMU};
 pub use qmp::Qmp;
+pub use shell::job_id;
 pub use spec::{
     Boot, Firmware, Mac, Medium, NetBackend, Nic, NicModel, NodeSpec, DEFAULT_MEMORY_MIB, NODE_CMDLINE,
 };

@@ -24,6 +24,15 @@ pub fn is_probe_answer(line: &str) -> bool {
         .is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
+/// The job id a command printed alone on its line (`clump run --detach`: 8 hex digits).
+pub fn job_id(output: &str) -> Option<String> {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
 /// The exit code and output of request `id`, if both markers are in `lines`.
 ///
 /// The output is the lines between the markers; the end marker starts with a newline of its own, so
@@ -46,6 +55,16 @@ pub fn parse_result(id: u64, lines: &[String]) -> Option<(i32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_id_is_found_alone_on_its_line() {
+        assert_eq!(
+            job_id("clump# \r\n0a1b2c3d\r\nclump# ").as_deref(),
+            Some("0a1b2c3d")
+        );
+        assert_eq!(job_id("job 0a1b2c3d moved"), None);
+        assert_eq!(job_id("0a1b2c3g"), None);
+    }
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_owned).collect()

@@ -35,11 +35,7 @@ fn a_job_runs_in_its_own_pid_namespace_relays_its_output_and_returns_its_status(
     ensure!(out.contains("oops"), "stderr was not relayed:\n{out}");
 
     let id = sh(node, "clump run --detach -- sleep 600")?;
-    let id = id
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_owned);
+    let id = clump_lab::job_id(&id);
     let Some(id) = id else {
         anyhow::bail!("`clump run --detach` printed no job id");
     };

@@ -109,12 +109,7 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         lab.node(0)?,
         &format!("cd / && clump run --detach --on {} -- sleep 600", addrs[2]),
     )?;
-    let remote = remote
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .with_context(|| format!("no job id:\n{remote}"))?;
+    let remote = clump_lab::job_id(&remote).with_context(|| format!("no job id:\n{remote}"))?;
     let there = ps(lab.node(2)?)?;
     ensure!(
         job(&there, &remote).is_some_and(|j| j["state"] == "running"),
@@ -133,12 +128,7 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         lab.node(0)?,
         "cd / && clump run --detach --home -- clump-work mem --mib 64 --seconds 45",
     )?;
-    let mem = mem
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .with_context(|| format!("no job id:\n{mem}"))?;
+    let mem = clump_lab::job_id(&mem).with_context(|| format!("no job id:\n{mem}"))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !sh(lab.node(0)?, &format!("clump output {mem} | head -n 1"))?.contains("ready 64 MiB") {
         ensure!(Instant::now() < deadline, "clump-work never filled its 64 MiB");
@@ -161,11 +151,7 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         lab.node(0)?,
         &format!("cd / && clump run --detach --home -- sh -c 'i=0; while [ $i -lt {LINES} ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 7'"),
     )?;
-    let id = start
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_owned)
+    let id = clump_lab::job_id(&start)
         .with_context(|| format!("`clump run --detach` printed no job id:\n{start}"))?;
     std::thread::sleep(Duration::from_secs(3));
 

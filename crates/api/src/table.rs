@@ -621,7 +621,13 @@ mod job_tests {
         moved.pinned = Some("it has a socket open".into());
         let text = jobs(&[moved], 61_000, |u| u.to_string());
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[1].contains("12    14") && lines[1].contains(" 2    sh -c"), "{text}");
-        assert_eq!(lines[2], "job 33333333 stays where it is: it has a socket open", "{text}");
+        assert!(
+            lines[1].contains("12    14") && lines[1].contains(" 2    sh -c"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2], "job 33333333 stays where it is: it has a socket open",
+            "{text}"
+        );
     }
 }

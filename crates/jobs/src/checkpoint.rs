@@ -53,24 +53,13 @@ const COMMON: [&str; 4] = [
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
-    let lines: Vec<&str> = if errors.is_empty() {
-        text.lines()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect()
+    let mut lines: Vec<&str> = if errors.is_empty() {
+        text.lines().collect()
     } else {
         errors
-            .into_iter()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect()
     };
+    let keep = lines.len().saturating_sub(3);
+    lines.drain(..keep);
     lines.join(" | ")
 }
 

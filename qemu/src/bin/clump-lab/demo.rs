@@ -106,11 +106,7 @@ fn migrating_job(node: &mut Node, addrs: &[String]) -> Result<String> {
         r#"cd / && clump run --detach --home -- sh -c 'i=0; while [ $i -lt 1000 ]; do echo tick $i on $(sed -n "s/.*\"address\": \"\([0-9.]*\)\".*/\1/p" /run/clump/lease.json); i=$((i+1)); sleep 0.2; done'"#,
         SHELL_TIMEOUT,
     )?;
-    let job = started
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_hexdigit()))
-        .map(str::to_owned)
+    let job = clump_lab::job_id(&started)
         .with_context(|| format!("`clump run --detach` printed no job id:\n{started}"))?;
     println!("\njob {job} started on node1: a counter that names the address of the node it runs on");
     std::thread::sleep(Duration::from_secs(2));
