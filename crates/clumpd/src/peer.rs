@@ -134,10 +134,20 @@ impl std::fmt::Debug for Peers {
     }
 }
 
+/// The image's version (`version=` in `/etc/clump/release`, which build.sh writes: the
+/// workspace version and the commit), else clumpd's own.
 fn version() -> String {
-    std::fs::read_to_string("/etc/clump/version")
+    std::fs::read_to_string("/etc/clump/release")
+        .ok()
+        .and_then(|text| release_version(&text))
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned())
+}
+
+fn release_version(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("version="))
         .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 impl Peers {
@@ -710,6 +720,14 @@ mod tests {
         assert!(valid_job_id("0a1b2c3d"));
         assert!(!valid_job_id("0a1b2c3"));
         assert!(!valid_job_id("../../x1"));
+    }
+
+    #[test]
+    fn the_image_version_comes_from_the_release_file() {
+        let text = "version=0.1.0+g0123456789ab\nkernel=6.1.0-57-amd64\n";
+        assert_eq!(release_version(text).as_deref(), Some("0.1.0+g0123456789ab"));
+        assert_eq!(release_version("kernel=6.1\n"), None);
+        assert_eq!(release_version("version=\n"), None);
     }
 
     #[test]
