@@ -120,6 +120,8 @@ impl Net {
             .arg(arg("speed"))
             .arg("--node-id")
             .arg(arg("node-id"))
+            .arg("--migrate-dir")
+            .arg(arg("migrate"))
             .args(extra)
             .stderr(log)
             .spawn()
