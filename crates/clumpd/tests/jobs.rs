@@ -322,14 +322,17 @@ fn jobs_run_under_the_runtime_with_their_stdio_relayed() {
     assert_eq!(status.code(), Some(7));
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    // Honest about what is not there yet.
-    let out = clump(&socket, &["run", "--on", "11", "--", "true"]);
-    assert!(
-        text(&out.stderr).contains("remote placement is not implemented yet"),
-        "{}",
-        text(&out.stderr)
+    // Asked to run on a node the cluster does not have: it runs here, and says why.
+    let out = clump(
+        &socket,
+        &["run", "--on", "99", "--", "sh", "-c", "sleep 0.5; exit 5"],
     );
-    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("runs on this node") && err.contains("no node \"99\""),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(5), "{err}");
 
     drop(teardown);
     assert!(net.log(0).contains("job started"), "{}", net.log(0));
