@@ -161,7 +161,7 @@ fn relay(socket: &Path, mut stream: JobStream, job: &str, signals: SigSet) -> Re
             }
             Some(StreamOutput::Exit(status)) => {
                 let _ = stdout.flush();
-                std::process::exit(status.shell_code() & 0xff);
+                exit_with(job, status);
             }
             Some(_) => {}
             None => bail!("clumpd closed the stream of job {job} before it ended"),
@@ -200,6 +200,14 @@ pub fn ps(socket: &Path, json: bool) -> Result<()> {
 /// `clump wait JOB`: exits with the job's status.
 pub fn wait(socket: &Path, job: &str) -> Result<()> {
     let status = Client::connect(socket)?.wait(job)?;
+    exit_with(job, status);
+}
+
+/// Exits as the job did; a job whose end nobody saw (its node went away) says so.
+fn exit_with(job: &str, status: clump_api::ExitStatus) -> ! {
+    if status.code.is_none() && status.signal.is_none() {
+        eprintln!("clump: job {job} was lost: the node running it went away or dropped it");
+    }
     std::process::exit(status.shell_code() & 0xff);
 }
 
