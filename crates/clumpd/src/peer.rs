@@ -243,7 +243,9 @@ impl Peers {
         let job = info.id.clone();
         let dir = self.work.join(format!("in-{job}"));
         let _ = std::fs::remove_dir_all(&dir);
+        let started = Instant::now();
         let received = receive_images(link, &dir, files);
+        let received_ms = started.elapsed().as_millis();
         if let Err(e) = received {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
@@ -263,6 +265,12 @@ impl Peers {
         let restored = self.jobs.adopt(info.clone(), &pipes, &dir);
         let _ = std::fs::remove_dir_all(&dir);
         restored.map_err(|e| e.to_string())?;
+        tracing::info!(
+            job,
+            received_ms,
+            restored_ms = started.elapsed().as_millis() - received_ms,
+            "images received and restored"
+        );
         if info.home == Some(self.number) {
             return Ok(None);
         }
@@ -513,6 +521,7 @@ fn send_to(
         let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
         files.push(ImageFile { name, size });
     }
+    let started = Instant::now();
     let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
     link.send_json(&Hello::Restore {
         job: Box::new(frozen.info.clone()),
@@ -535,8 +544,18 @@ fn send_to(
             left -= want as u64;
         }
     }
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    let sent_ms = started.elapsed().as_millis();
     link.set_read_timeout(Some(RESTORE_TIMEOUT)).map_err(link_err)?;
     let verdict: Restored = link.recv_json().map_err(link_err)?;
+    tracing::info!(
+        job = frozen.info.id,
+        node,
+        bytes,
+        sent_ms,
+        answered_ms = started.elapsed().as_millis(),
+        "images sent"
+    );
     match verdict.error {
         None => Ok(()),
         Some(e) => Err(MoveError::Refused(format!("node {node}: {e}"))),

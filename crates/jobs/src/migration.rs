@@ -110,6 +110,7 @@ impl Runtime {
             live.moving = true;
             (live.pid, pipes)
         };
+        let started = std::time::Instant::now();
         if let Err(e) = checkpoint::dump(pid, dir) {
             self.thaw(job);
             return Err(JobError::Invalid(format!("cannot checkpoint job {job}: {e}")));
@@ -123,6 +124,11 @@ impl Runtime {
             .ok_or_else(|| JobError::Invalid(format!("job {job} vanished while frozen")))?;
         drop(st);
         self.changed.notify_all();
+        tracing::info!(
+            job,
+            dump_ms = started.elapsed().as_millis(),
+            "job frozen and dumped"
+        );
         Ok(Frozen {
             info,
             pipes,
