@@ -124,6 +124,17 @@ fn main() -> Result<()> {
             lab.node(0)?,
             &format!("clump kill -s KILL {id}; clump wait {id}; true"),
         )?;
+        // The parts of each move, as the nodes' clumpd logged them.
+        for n in 0..2 {
+            let node = lab.node(n)?;
+            let name = node.name().to_owned();
+            for line in node.log_lines()?.iter().filter(|l| {
+                l.contains(&id)
+                    && (l.contains("dumped") || l.contains("images sent") || l.contains("restored"))
+            }) {
+                eprintln!("{name}: {line}");
+            }
+        }
         let limit_ms = mib as f64 / mib_s * 1000.0;
         let ratio = (there + back) as f64 / 2.0 / limit_ms;
         println!("| {mib} MiB | {there} ms | {back} ms | {limit_ms:.0} ms | {ratio:.2}x |");
