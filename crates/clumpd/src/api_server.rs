@@ -355,9 +355,7 @@ fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option
     let from = info.node.map_or("?".into(), |n| n.to_string());
     hub.push_event(Event {
         seq: 0,
-        time_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        time_ms: crate::daemon::clock().unix_ms,
         kind: clump_api::EventKind::JobMigrated,
         node: None,
         number: Some(to_number),

@@ -6,7 +6,7 @@
 
 use crate::checkpoint::{self, NewPipes, Pipes};
 use crate::runtime::{JobError, Live, Runtime};
-use clump_api::{ExitStatus, JobInfo, JobState, Stream};
+use clump_api::{ExitStatus, JobInfo, Stream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -69,8 +69,9 @@ fn inode(fd: &OwnedFd) -> u64 {
     rustix::fs::fstat(fd).map_or(0, |s| s.st_ino)
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+fn pipe() -> Result<(OwnedFd, OwnedFd), JobError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))
 }
 
 impl Runtime {
@@ -170,25 +171,40 @@ impl Runtime {
     /// The target runs the job now: the stopped copy here ends without being counted as an
     /// exit. At home the job stays listed, as running on `node`; a guest is forgotten.
     pub fn let_go(&self, job: &str, node: u32) {
+        if self.end_here(job, Some(node)) {
+            self.moved_out.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(job, node, "job moved away");
+        }
+    }
+
+    /// Ends a guest that was restored but cannot stay (its home cannot be reached): it never
+    /// counted as moved in.
+    pub fn kill_guest(&self, job: &str) {
+        if self.end_here(job, None) {
+            self.moved_in.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(job, "restored job ended: its home cannot be reached");
+        }
+    }
+
+    /// Kills the job's copy here and reaps it unseen by the relay; at home the job stays listed
+    /// as running on `moved_to`, a guest is forgotten. False when it did not run here.
+    fn end_here(&self, job: &str, moved_to: Option<u32>) -> bool {
         let mut st = self.lock();
         let Some(live) = st.live.remove(job) else {
-            return;
+            return false;
         };
         let home = st.home;
-        let is_home = st.table.get(job).is_some_and(|j| j.info.home == home);
-        if is_home {
-            if let Some(j) = st.table.get_mut(job) {
+        match (st.table.get_mut(job), moved_to) {
+            (Some(j), Some(node)) if j.info.home == home => {
                 j.info.node = Some(node);
                 j.info.migrations += 1;
             }
-        } else {
-            st.table.remove(job);
+            _ => {
+                st.table.remove(job);
+            }
         }
         drop(st);
         self.running.fetch_sub(1, Ordering::Relaxed);
-        if node != 0 {
-            self.moved_out.fetch_add(1, Ordering::Relaxed);
-        }
         // Not reaped yet (only we or the relay reap, and the relay no longer sees it), so the
         // pid is still this job's.
         let _ = nix::sys::signal::kill(
@@ -204,7 +220,7 @@ impl Runtime {
         }
         self.changed.notify_all();
         self.wake();
-        tracing::info!(job, node, "job moved away");
+        true
     }
 
     /// Restores `frozen.dir` here as job `info`: a job of this node comes home, a guest is
@@ -287,13 +303,6 @@ impl Runtime {
         self.changed.notify_all();
         tracing::info!(job, pid, "job restored here");
         Ok(pid)
-    }
-
-    /// Ends a guest that was restored but cannot stay (its home cannot be reached): it does
-    /// not count as having moved in.
-    pub fn kill_guest(&self, job: &str) {
-        self.moved_in.fetch_sub(1, Ordering::Relaxed);
-        self.let_go(job, 0);
     }
 
     /// At home: a node that ran the job says it moved on.
@@ -390,14 +399,6 @@ impl Runtime {
     /// This node's number.
     pub fn home(&self) -> Option<u32> {
         self.lock().home
-    }
-
-    /// Whether the job ended (or is unknown).
-    pub fn ended(&self, job: &str) -> bool {
-        self.lock()
-            .table
-            .get(job)
-            .is_none_or(|j| j.info.state != Some(JobState::Running))
     }
 }
 

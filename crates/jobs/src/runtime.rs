@@ -64,7 +64,7 @@ pub(crate) struct Live {
     pub(crate) cgroup: Option<PathBuf>,
     /// Set once the reaper is reaped: how the job ended (`None`: unknown).
     pub(crate) reaped: Option<Option<ExitStatus>>,
-    /// Being checkpointed: no second move, and the relay leaves it alone.
+    /// Being checkpointed: no second move, and its pin reason is not sampled meanwhile.
     pub(crate) moving: bool,
 }
 
