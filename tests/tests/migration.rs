@@ -1,5 +1,6 @@
 //! Live migration (issue 6): `clump run --on NODE` runs a CPU-bound job there with its output
-//! and status at home; a signal from home reaches a job on another node; a job holding 64 MiB
+//! and status at home; a signal from home reaches a job on another node; a job with a socket is
+//! pinned (`clump ps` says why, the move is refused); a job holding 64 MiB
 //! of changing memory moves there and back and finds every page as it left it; a job that prints a counter every 100 ms is moved, while it runs,
 //! from its home node to a second node, from there to a third, and back home, with CRIU on the
 //! nodes' Debian kernel and the images on authenticated streams between the nodes. The output
@@ -121,6 +122,36 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         code == 130,
         "a remote job killed with INT: `clump wait` exited {code}, not 130:\n{text}"
     );
+
+    // A job with a socket open (busybox httpd listening) is pinned: `clump ps` says why, and a
+    // move is refused and leaves it running at home.
+    let pinned = sh(
+        lab.node(0)?,
+        "cd / && clump run --detach --home -- httpd -f -p 5555 -h /",
+    )?;
+    let pinned = clump_lab::job_id(&pinned).with_context(|| format!("no job id:\n{pinned}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let why = format!("job {pinned} stays where it is: it has a socket open");
+    while !sh(lab.node(0)?, "clump ps")?.contains(&why) {
+        ensure!(
+            Instant::now() < deadline,
+            "`clump ps` never said why job {pinned} is pinned"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (code, out) = lab
+        .node(0)?
+        .shell(&format!("clump migrate {pinned} {}", addrs[1]), MOVE)?;
+    ensure!(
+        code != 0 && out.contains("cannot move"),
+        "a pinned job was moved ({code}):\n{out}"
+    );
+    let home = ps(lab.node(0)?)?;
+    ensure!(
+        job(&home, &pinned).is_some_and(|j| j["state"] == "running" && j["node"] == numbers[0]),
+        "the pinned job did not stay running at home: {home:?}"
+    );
+    sh(lab.node(0)?, &format!("clump kill {pinned}"))?;
 
     // Memory: a job holding 64 MiB that keeps changing moves there and back; at its end it
     // checks every page against what it last wrote.
