@@ -64,7 +64,7 @@ pub(crate) struct Live {
     pub(crate) cgroup: Option<PathBuf>,
     /// Set once the reaper is reaped: how the job ended (`None`: unknown).
     pub(crate) reaped: Option<Option<ExitStatus>>,
-    /// Being checkpointed: no second move, and its pin reason is not sampled meanwhile.
+    /// Being checkpointed: no second move, and `ps` does not read its pin reason meanwhile.
     pub(crate) moving: bool,
 }
 
@@ -289,8 +289,25 @@ impl Runtime {
         Ok(id)
     }
 
+    /// Every job, with why a running one cannot move read from `/proc` now (outside the lock:
+    /// it walks each process's fds).
     pub fn ps(&self) -> Vec<JobInfo> {
-        self.lock().table.list()
+        let (mut jobs, pids): (Vec<JobInfo>, HashMap<String, i32>) = {
+            let st = self.lock();
+            let pids = st
+                .live
+                .iter()
+                .filter(|(_, l)| l.reaped.is_none() && !l.moving)
+                .map(|(id, l)| (id.clone(), l.pid))
+                .collect();
+            (st.table.list(), pids)
+        };
+        for j in &mut jobs {
+            if let Some(pid) = pids.get(&j.id) {
+                j.pinned = crate::pin::reason(*pid);
+            }
+        }
+        jobs
     }
 
     /// Sends `signal` (see [`crate::signals::parse`]) to the job's reaper, which passes it on.
@@ -584,9 +601,6 @@ fn sample(st: &mut State) {
         if let Some(j) = table.get_mut(id) {
             j.info.cpu_ms = usage.cpu_ms;
             j.info.mem_kib = usage.mem_kib;
-            if !l.moving {
-                j.info.pinned = crate::pin::reason(l.pid);
-            }
         }
     }
 }
