@@ -1,9 +1,10 @@
 //! Migration time against the link: two lab nodes (direct kernel boot, TCG); for each size, a
 //! `clump-work mem` job of that many MiB (changing 256 pages a second) is moved node 1 -> node 2
-//! and back with `clump migrate`/`clump home`, and the time each move took (freeze to the
-//! target's confirmation, as `clump migrate` reports it) is set beside the time the same bytes
-//! take over the same bridge as plain TCP (busybox wget from busybox httpd, measured in the same
-//! run). Without pre-copy the job is stopped for the whole move: its freeze time is the move's.
+//! and back with `clump migrate`, once without pre-copy and once with it. For each move: the
+//! time it took (as `clump migrate` reports it: from the request to the target's confirmation)
+//! and the time the job was frozen (the source's `frozen_ms`: from the final dump to the
+//! target's "it runs"), beside the time the same bytes take over the same bridge as plain TCP
+//! (busybox wget from busybox httpd, measured in the same run).
 //! Needs root (the lab's namespace) and `out/pxe` with clump-work in it.
 //!
 //! `cargo run --release -p clump-bench --bin migrate-bench -- --sizes 16,64,256,1024`
@@ -60,6 +61,22 @@ fn moved_ms(out: &str) -> Result<u64> {
     Ok(c[1].parse()?)
 }
 
+/// `frozen_ms` of job `id`'s last move out of `node`, from its clumpd's log.
+fn frozen_ms(node: &mut Node, id: &str) -> Result<u64> {
+    let re = Regex::new(r"frozen_ms=(\d+)")?;
+    let name = node.name().to_owned();
+    let lines = node.log_lines()?;
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains(id) && l.contains("job moved"))
+        .with_context(|| format!("no move of {id} in {name}'s log"))?;
+    let c = re
+        .captures(line)
+        .with_context(|| format!("no frozen_ms in {line}"))?;
+    Ok(c[1].parse()?)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let mut lab = Lab::start(LabConfig::default()).context("lab (needs root)")?;
@@ -102,42 +119,63 @@ fn main() -> Result<()> {
     }
     let mib_s = link.iter().sum::<f64>() / link.len() as f64;
     eprintln!("link: {link:?} MiB/s (plain TCP, {blob} MiB)");
-    println!("| size | to node 2 | back home | bytes / link (limit) | ratio |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| size | pre-copy | to node 2: total / frozen | back: total / frozen | bytes / link (limit) | total / limit |");
+    println!("|---:|---|---:|---:|---:|---:|");
     for &mib in &args.sizes {
-        let started = shell(
-            lab.node(0)?,
-            &format!("cd / && clump run --detach --home -- clump-work mem --mib {mib} --seconds 3600"),
-        )?;
-        let id = job_id(&started)?;
-        let deadline = Instant::now() + LONG;
-        while !shell(lab.node(0)?, &format!("clump output {id} | head -n 1"))?.contains("ready") {
-            if Instant::now() > deadline {
-                bail!("job {id} never filled its {mib} MiB");
+        for precopy in [false, true] {
+            let started = shell(
+                lab.node(0)?,
+                &format!("cd / && clump run --detach --home -- clump-work mem --mib {mib} --seconds 3600"),
+            )?;
+            let id = job_id(&started)?;
+            let deadline = Instant::now() + LONG;
+            while !shell(lab.node(0)?, &format!("clump output {id} | head -n 1"))?.contains("ready") {
+                if Instant::now() > deadline {
+                    bail!("job {id} never filled its {mib} MiB");
+                }
+                std::thread::sleep(Duration::from_secs(1));
             }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        let there = moved_ms(&shell(lab.node(0)?, &format!("clump migrate {id} {}", addrs[1]))?)?;
-        std::thread::sleep(Duration::from_secs(2));
-        let back = moved_ms(&shell(lab.node(0)?, &format!("clump home {id}"))?)?;
-        shell(
-            lab.node(0)?,
-            &format!("clump kill -s KILL {id}; clump wait {id}; true"),
-        )?;
-        // The parts of each move, as the nodes' clumpd logged them.
-        for n in 0..2 {
-            let node = lab.node(n)?;
-            let name = node.name().to_owned();
-            for line in node.log_lines()?.iter().filter(|l| {
-                l.contains(&id)
-                    && (l.contains("dumped") || l.contains("images sent") || l.contains("restored"))
-            }) {
-                eprintln!("{name}: {line}");
+            let flag = if precopy { "" } else { " --no-precopy" };
+            let mut moves = Vec::new();
+            for (to, source) in [(1usize, 0usize), (0, 1)] {
+                let out = shell(lab.node(0)?, &format!("clump migrate{flag} {id} {}", addrs[to]))?;
+                let total = moved_ms(&out)?;
+                let frozen = frozen_ms(lab.node(source)?, &id)?;
+                moves.push((total, frozen));
+                std::thread::sleep(Duration::from_secs(2));
             }
+            let out = shell(
+                lab.node(0)?,
+                &format!("clump kill -s KILL {id}; clump wait {id}; true"),
+            )?;
+            if !out.contains("KILL") && !out.contains("137") {
+                eprintln!("job {id} ended: {out}");
+            }
+            // The parts of each move, as the nodes' clumpd logged them.
+            for n in 0..2 {
+                let node = lab.node(n)?;
+                let name = node.name().to_owned();
+                for line in node.log_lines()?.iter().filter(|l| {
+                    l.contains(&id)
+                        && (l.contains("dumped")
+                            || l.contains("pre-copy round")
+                            || l.contains("job moved")
+                            || l.contains("restored"))
+                }) {
+                    eprintln!("{name}: {line}");
+                }
+            }
+            let limit_ms = mib as f64 / mib_s * 1000.0;
+            let ratio = (moves[0].0 + moves[1].0) as f64 / 2.0 / limit_ms;
+            println!(
+                "| {mib} MiB | {} | {} / {} ms | {} / {} ms | {limit_ms:.0} ms | {ratio:.2}x |",
+                if precopy { "yes" } else { "no" },
+                moves[0].0,
+                moves[0].1,
+                moves[1].0,
+                moves[1].1
+            );
         }
-        let limit_ms = mib as f64 / mib_s * 1000.0;
-        let ratio = (there + back) as f64 / 2.0 / limit_ms;
-        println!("| {mib} MiB | {there} ms | {back} ms | {limit_ms:.0} ms | {ratio:.2}x |");
     }
     println!("\nlink: {mib_s:.1} MiB/s plain TCP over the lab bridge (mean of both ways, {blob} MiB)");
     lab.shutdown()?;

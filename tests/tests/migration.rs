@@ -1,7 +1,9 @@
 //! Live migration (issue 6): `clump run --on NODE` runs a CPU-bound job there with its output
 //! and status at home; a signal from home reaches a job on another node; a job with a socket is
-//! pinned (`clump ps` says why, the move is refused); a job holding 64 MiB
-//! of changing memory moves there and back and finds every page as it left it; a job that prints a counter every 100 ms is moved, while it runs,
+//! pinned (`clump ps` says why, the move is refused); a job holding 256 MiB of changing memory
+//! moves there and back with pre-copy (rounds while it runs, then frozen for less than the
+//! whole move) and finds every page as it left it; a job that prints a counter every 100 ms is
+//! moved, while it runs,
 //! from its home node to a second node, from there to a third, and back home, with CRIU on the
 //! nodes' Debian kernel and the images on authenticated streams between the nodes. The output
 //! read at home is complete and in order (no gap, no repeat), the exit status is the job's, and
@@ -36,7 +38,8 @@ fn job<'a>(jobs: &'a [Value], id: &str) -> Option<&'a Value> {
     jobs.iter().find(|j| j["id"] == id)
 }
 
-fn migrate(node: &mut Node, command: &str) -> Result<()> {
+/// Runs a move; returns `clump migrate`'s line about it.
+fn migrate(node: &mut Node, command: &str) -> Result<String> {
     let (code, out) = node.shell(command, MOVE)?;
     ensure!(
         code == 0 && out.contains("moved"),
@@ -47,7 +50,14 @@ fn migrate(node: &mut Node, command: &str) -> Result<()> {
         .find(|l| l.starts_with("job ") && l.contains(" moved "))
         .unwrap_or_default();
     eprintln!("migration: {said}");
-    Ok(())
+    Ok(said.to_owned())
+}
+
+/// From "... in T ms (frozen F ms, ...": (T, F).
+fn move_times(said: &str) -> Option<(u64, u64)> {
+    let total = said.split(" in ").nth(1)?.split(' ').next()?.parse().ok()?;
+    let frozen = said.split("(frozen ").nth(1)?.split(' ').next()?.parse().ok()?;
+    Some((total, frozen))
 }
 
 #[test]
@@ -153,20 +163,31 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     );
     sh(lab.node(0)?, &format!("clump kill {pinned}"))?;
 
-    // Memory: a job holding 64 MiB that keeps changing moves there and back; at its end it
-    // checks every page against what it last wrote.
+    // Memory: a job holding 256 MiB that keeps changing moves there and back with pre-copy;
+    // told to end (TERM), it checks every page against what it last wrote.
     let mem = sh(
         lab.node(0)?,
-        "cd / && clump run --detach --home -- clump-work mem --mib 64 --seconds 30",
+        "cd / && clump run --detach --home -- clump-work mem --mib 256 --seconds 1200",
     )?;
     let mem = clump_lab::job_id(&mem).with_context(|| format!("no job id:\n{mem}"))?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !sh(lab.node(0)?, &format!("clump output {mem} | head -n 1"))?.contains("ready 64 MiB") {
-        ensure!(Instant::now() < deadline, "clump-work never filled its 64 MiB");
+    while !sh(lab.node(0)?, &format!("clump output {mem} | head -n 1"))?.contains("ready 256 MiB") {
+        ensure!(Instant::now() < deadline, "clump-work never filled its 256 MiB");
         std::thread::sleep(Duration::from_secs(1));
     }
-    migrate(lab.node(0)?, &format!("clump migrate {mem} {}", addrs[1]))?;
-    migrate(lab.node(0)?, &format!("clump home {mem}"))?;
+    for command in [
+        format!("clump migrate {mem} {}", addrs[1]),
+        format!("clump home {mem}"),
+    ] {
+        let said = migrate(lab.node(0)?, &command)?;
+        let (total, frozen) =
+            move_times(&said).with_context(|| format!("no times in `{command}`'s answer: {said}"))?;
+        ensure!(
+            said.contains("copying while it ran") && frozen < total,
+            "`{command}` did not pre-copy (frozen {frozen} of {total} ms): {said}"
+        );
+    }
+    sh(lab.node(0)?, &format!("clump kill -s TERM {mem}"))?;
     let (code, text) = lab
         .node(0)?
         .shell(&format!("clump wait {mem}"), Duration::from_secs(300))?;
@@ -174,7 +195,7 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         .node(0)?
         .shell(&format!("clump output {mem} | tail -n 2"), SHELL)?;
     ensure!(
-        code == 0 && out.contains("memory ok: 64 MiB"),
+        code == 0 && out.contains("memory ok: 256 MiB"),
         "the memory job after two moves ({code}):\n{text}\n{out}"
     );
 

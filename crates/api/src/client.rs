@@ -148,6 +148,16 @@ impl Client {
 
     /// Moves a job to `node` (`None`: home), waiting as long as the move takes.
     pub fn migrate(&mut self, job: &str, node: Option<&str>) -> Result<Migrated, ApiError> {
+        self.migrate_with(job, node, true)
+    }
+
+    /// [`Client::migrate`], with pre-copy or without (the job frozen for the whole copy).
+    pub fn migrate_with(
+        &mut self,
+        job: &str,
+        node: Option<&str>,
+        precopy: bool,
+    ) -> Result<Migrated, ApiError> {
         self.reader
             .get_ref()
             .set_read_timeout(None)
@@ -155,6 +165,7 @@ impl Client {
         self.call(&Request::Migrate {
             job: job.into(),
             node: node.map(str::to_owned),
+            no_precopy: !precopy,
         })
     }
 

@@ -106,8 +106,17 @@ pub struct Migrated {
     /// Node numbers.
     pub from: Option<u32>,
     pub to: u32,
-    /// How long the move took, freeze to confirmation.
+    /// How long the move took, from the request to the target's confirmation.
     pub ms: u64,
+    /// How long of that the job was stopped: from its final dump to the target's "it runs".
+    #[serde(default)]
+    pub frozen_ms: u64,
+    /// Rounds of images: pre-copy's while the job ran, and the final one.
+    #[serde(default)]
+    pub rounds: u32,
+    /// Bytes of images sent.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// Where `run` places a job: `"best"` (the default), `"home"`, or `{"on": NODE}`.

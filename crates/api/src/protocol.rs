@@ -72,10 +72,13 @@ pub enum Request {
     Wait { job: String },
     /// Move a running job of this node to `node` (a number, hostname or address), or home
     /// with `None`; the reply, once it runs there, is a [`crate::jobs::Migrated`].
+    /// `no_precopy` freezes the job for the whole copy of its memory (for comparison).
     Migrate {
         job: String,
         #[serde(default)]
         node: Option<String>,
+        #[serde(default)]
+        no_precopy: bool,
     },
 }
 

@@ -242,12 +242,22 @@ pub fn kill(socket: &Path, signal: &str, job: &str) -> Result<()> {
 }
 
 /// `clump migrate JOB NODE` and `clump home JOB`: returns once the job runs there.
-pub fn migrate(socket: &Path, job: &str, node: Option<&str>) -> Result<()> {
-    let moved = Client::connect(socket)?.migrate(job, node)?;
+pub fn migrate(socket: &Path, job: &str, node: Option<&str>, precopy: bool) -> Result<()> {
+    let moved = Client::connect(socket)?.migrate_with(job, node, precopy)?;
     let from = moved.from.map_or("?".into(), |n| n.to_string());
+    let rounds = moved.rounds.saturating_sub(1);
+    let precopy = match rounds {
+        0 => String::new(),
+        1 => ", after 1 round of copying while it ran".into(),
+        n => format!(", after {n} rounds of copying while it ran"),
+    };
     println!(
-        "job {} moved from node {from} to node {} in {} ms",
-        moved.job, moved.to, moved.ms
+        "job {} moved from node {from} to node {} in {} ms (frozen {} ms, {:.1} MiB sent{precopy})",
+        moved.job,
+        moved.to,
+        moved.ms,
+        moved.frozen_ms,
+        moved.bytes as f64 / (1 << 20) as f64
     );
     Ok(())
 }

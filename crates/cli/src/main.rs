@@ -126,8 +126,15 @@ enum Command {
         job: String,
     },
     /// Move a running job of this node to another node (a number, hostname or address) while it
-    /// runs; its output keeps coming here.
-    Migrate { job: String, node: String },
+    /// runs; its output keeps coming here. Memory is copied in rounds while the job runs, then
+    /// it is frozen for the rest.
+    Migrate {
+        job: String,
+        node: String,
+        /// Freeze the job for the whole copy instead (to compare).
+        #[arg(long)]
+        no_precopy: bool,
+    },
     /// Bring a job of this node back from the node it runs on.
     Home { job: String },
     /// Shut the node down in order and power it off.
@@ -201,8 +208,12 @@ fn main() -> ExitCode {
         Command::Wait { job } => jobs::wait(&socket, &job),
         Command::Output { job } => jobs::output(&socket, &job),
         Command::Kill { signal, job } => jobs::kill(&socket, &signal, &job),
-        Command::Migrate { job, node } => jobs::migrate(&socket, &job, Some(&node)),
-        Command::Home { job } => jobs::migrate(&socket, &job, None),
+        Command::Migrate {
+            job,
+            node,
+            no_precopy,
+        } => jobs::migrate(&socket, &job, Some(&node), !no_precopy),
+        Command::Home { job } => jobs::migrate(&socket, &job, None, true),
         Command::Poweroff => power::request(power::Action::PowerOff),
         Command::Reboot => power::request(power::Action::Reboot),
     };

@@ -261,14 +261,24 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                     Request::Signal { job, signal } => reply(&mut out, jobs.signal(uid, &job, &signal))?,
                     Request::Output { job } => reply(&mut out, jobs.output(uid, &job))?,
                     Request::Wait { job } => reply(&mut out, jobs.wait(uid, &job))?,
-                    Request::Migrate { job, node } => {
+                    Request::Migrate {
+                        job,
+                        node,
+                        no_precopy,
+                    } => {
                         let started = std::time::Instant::now();
-                        let result = migrate(hub, uid, &job, node.as_deref()).map(|(from, to)| Migrated {
-                            job: job.clone(),
-                            from,
-                            to,
-                            ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                        });
+                        let result =
+                            migrate(hub, uid, &job, node.as_deref(), !no_precopy).map(|(from, to, stats)| {
+                                Migrated {
+                                    job: job.clone(),
+                                    from,
+                                    to,
+                                    ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                                    frozen_ms: stats.frozen_ms,
+                                    rounds: stats.rounds,
+                                    bytes: stats.bytes,
+                                }
+                            });
                         reply(&mut out, result)?
                     }
                     Request::Nodes
@@ -299,7 +309,7 @@ fn place_job(hub: &Hub, uid: u32, job: &str, place: &Place) -> Option<String> {
     };
     // Not while the reaper is still starting the program.
     hub.jobs.wait_started(job, Duration::from_secs(2));
-    match migrate(hub, uid, job, Some(&target)) {
+    match migrate(hub, uid, job, Some(&target), true) {
         Ok(_) => None,
         Err(e) if matches!(place, Place::Best) => {
             tracing::info!(job, to = target, "job stays home: {e}");
@@ -310,8 +320,14 @@ fn place_job(hub: &Hub, uid: u32, job: &str, place: &Place) -> Option<String> {
 }
 
 /// Moves a job of this node to `node` (a number, hostname or address; `None`: home). Returns
-/// the node numbers it moved from and to.
-fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option<u32>, u32), JobError> {
+/// the node numbers it moved from and to, and what the move took.
+fn migrate(
+    hub: &Hub,
+    uid: u32,
+    job: &str,
+    node: Option<&str>,
+    precopy: bool,
+) -> Result<(Option<u32>, u32, crate::peer::MoveStats), JobError> {
     let Some(peers) = hub.peers.get() else {
         return Err(JobError::Invalid(
             "this node is not in a cluster yet: jobs cannot move".into(),
@@ -349,8 +365,8 @@ fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option
             }
         }
     };
-    peers
-        .migrate(job, to_number, to)
+    let stats = peers
+        .migrate(job, (to_number, to), precopy)
         .map_err(|e| JobError::Invalid(e.to_string()))?;
     let from = info.node.map_or("?".into(), |n| n.to_string());
     hub.push_event(Event {
@@ -365,7 +381,7 @@ fn migrate(hub: &Hub, uid: u32, job: &str, node: Option<&str>) -> Result<(Option
         },
         text: format!("job {job} migrated {from}->{to_number}"),
     });
-    Ok((info.node, to_number))
+    Ok((info.node, to_number, stats))
 }
 
 /// The connection as a job's stream: a thread sends output and then the exit; this one reads

@@ -1,8 +1,10 @@
 //! Streams between nodes for jobs (ARCHITECTURE.md, "Migration"): on the cluster port over TCP,
 //! each a [`clump_link::Link`] (only holders of the cluster key get one), opened with a [`Hello`]:
 //!
-//! - `restore`: a node that froze a job sends its CRIU images; this node restores it and says
-//!   whether it runs. The sender lets its stopped copy go only on "yes", else resumes it.
+//! - `restore`: a node moving a job asks whether this node takes it, then sends its CRIU images
+//!   in [`Round`]s: pre-copy rounds while the job runs on, then the final one, frozen; this node
+//!   restores it and says whether it runs. The sender lets its stopped copy go only on "yes",
+//!   else resumes it.
 //! - `guest`: the node that runs a job opens this to the job's home: output, usage and the exit
 //!   go up ([`Up`]), input, signals and "move on" come down ([`Down`]).
 
@@ -10,6 +12,7 @@ use crate::api_server::Hub;
 use clump_api::jobs::{base64_decode, base64_encode, MAX_CHUNK};
 use clump_api::{ExitStatus, JobInfo, Stream};
 use clump_jobs::checkpoint::Pipes;
+use clump_jobs::precopy::{self, Rounds};
 use clump_jobs::{Control, Next, Route, Runtime};
 use clump_link::{Link, LinkError, Receiver, Sender};
 use clump_seal::ClusterKey;
@@ -29,6 +32,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most bytes of images one move may carry.
 const MAX_IMAGES: u64 = 8 << 30;
+/// The most rounds a move may have: pre-copy's and the final one.
+const MAX_ROUNDS: usize = precopy::MAX_ROUNDS + 1;
 /// More concurrent peer streams than this are turned away.
 const MAX_STREAMS: usize = 64;
 
@@ -36,17 +41,30 @@ const MAX_STREAMS: usize = 64;
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Hello {
     Restore {
-        job: Box<JobInfo>,
-        pipes: Pipes,
+        job: String,
         /// Where the job's home listens, for the guest stream.
         home: SocketAddr,
         version: String,
-        files: Vec<ImageFile>,
     },
     Guest {
         job: String,
         node: u32,
     },
+}
+
+/// One round of a move's images, followed on the stream by their bytes in order. Each round
+/// after the first holds only what changed since the one before (CRIU's parent images).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Round {
+    pub files: Vec<ImageFile>,
+    /// The final round (the job is frozen) carries the job.
+    pub last: Option<Box<Last>>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Last {
+    pub job: JobInfo,
+    pub pipes: Pipes,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -73,6 +91,8 @@ pub enum Up {
     Drained,
     Moved {
         node: u32,
+        #[serde(default)]
+        stats: MoveStats,
     },
     Failed {
         reason: String,
@@ -82,14 +102,39 @@ pub enum Up {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Down {
-    Stdin { data: String },
+    Stdin {
+        data: String,
+    },
     Eof,
-    Signal { signal: i32 },
-    Migrate { node: u32, to: SocketAddr },
+    Signal {
+        signal: i32,
+    },
+    Migrate {
+        node: u32,
+        to: SocketAddr,
+        #[serde(default = "yes")]
+        precopy: bool,
+    },
     DrainedAck,
 }
 
-/// The target's answer to a restore.
+/// What a move took, for the one who asked for it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MoveStats {
+    /// Rounds of images: pre-copy's and the final one.
+    pub rounds: u32,
+    /// From the final dump to the target's "it runs".
+    pub frozen_ms: u64,
+    /// Bytes of images sent.
+    pub bytes: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The target's answer to a restore: once to the hello (it takes the job or not), once after
+/// the last round (it runs or not).
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Restored {
     pub error: Option<String>,
@@ -122,7 +167,7 @@ pub struct Peers {
 struct GuestLink {
     node: u32,
     down: mpsc::Sender<Down>,
-    waiter: Option<mpsc::Sender<Result<u32, String>>>,
+    waiter: Option<mpsc::Sender<Result<MoveStats, String>>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -206,12 +251,19 @@ impl Peers {
         match hello {
             Hello::Restore {
                 job,
-                pipes,
                 home,
                 version: v,
-                files,
             } => {
-                let result = self.restore(&mut link, *job, pipes, home, &v, &files);
+                let refused = self.accepts(&job, &v).err();
+                if let Some(e) = &refused {
+                    tracing::warn!(job, "move refused: {e}");
+                }
+                let done = refused.is_some();
+                link.send_json(&Restored { error: refused })?;
+                if done {
+                    return Ok(());
+                }
+                let result = self.restore(&mut link, &job, home);
                 let error = result.as_ref().err().cloned();
                 if let Some(e) = &error {
                     tracing::warn!("restore refused: {e}");
@@ -229,40 +281,48 @@ impl Peers {
         }
     }
 
-    /// Target: receives the images and restores the job; for a job of another home, opens the
-    /// guest stream there first (no stream, no job: it is killed and the source resumes).
-    fn restore(
-        self: &Arc<Self>,
-        link: &mut Link,
-        info: JobInfo,
-        pipes: Pipes,
-        home: SocketAddr,
-        v: &str,
-        files: &[ImageFile],
-    ) -> Result<Option<Guest>, String> {
-        let job = info.id.clone();
-        let dir = self.work.join(format!("in-{job}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let started = Instant::now();
-        let received = receive_images(link, &dir, files);
-        let received_ms = started.elapsed().as_millis();
-        if let Err(e) = received {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
+    /// Target: whether this node takes job `job` from an image of version `v`.
+    fn accepts(&self, job: &str, v: &str) -> Result<(), String> {
         if v != version() {
-            let _ = std::fs::remove_dir_all(&dir);
             return Err(format!(
                 "node {} runs image version {}, the job comes from {v}: nodes move jobs only within one version",
                 self.number,
                 version()
             ));
         }
-        if !valid_job_id(&job) {
-            let _ = std::fs::remove_dir_all(&dir);
+        if !valid_job_id(job) {
             return Err(format!("{job:?} is not a job id"));
         }
-        let restored = self.jobs.adopt(info.clone(), &pipes, &dir);
+        Ok(())
+    }
+
+    /// Target: receives the rounds of images and restores the job; for a job of another home,
+    /// opens the guest stream there first (no stream, no job: it is killed and the source
+    /// resumes).
+    fn restore(
+        self: &Arc<Self>,
+        link: &mut Link,
+        job: &str,
+        home: SocketAddr,
+    ) -> Result<Option<Guest>, String> {
+        let dir = self.work.join(format!("in-{job}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let started = Instant::now();
+        let received = receive_rounds(link, &dir);
+        let received_ms = started.elapsed().as_millis();
+        let (last, images) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let Last { job: info, pipes } = last;
+        if info.id != job {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("the images are of job {}, not {job}", info.id));
+        }
+        let restored = self.jobs.adopt(info.clone(), &pipes, &images);
         let _ = std::fs::remove_dir_all(&dir);
         restored.map_err(|e| e.to_string())?;
         tracing::info!(
@@ -274,10 +334,10 @@ impl Peers {
         if info.home == Some(self.number) {
             return Ok(None);
         }
-        match Guest::open(self.clone(), &job, home) {
+        match Guest::open(self.clone(), job, home) {
             Ok(guest) => Ok(Some(guest)),
             Err(e) => {
-                self.jobs.kill_guest(&job);
+                self.jobs.kill_guest(job);
                 Err(format!("cannot reach the job's home {home}: {e}"))
             }
         }
@@ -355,11 +415,11 @@ impl Peers {
                 Up::Drained => {
                     let _ = down_tx.send(Down::DrainedAck);
                 }
-                Up::Moved { node: to } => {
+                Up::Moved { stats, .. } => {
                     moved = true;
                     self.jobs.count_move(&job);
                     // By now the new node may hold the entry (and the waiter, carried over).
-                    self.finish_waiter(&job, None, Ok(to));
+                    self.finish_waiter(&job, None, Ok(stats));
                     break;
                 }
                 Up::Failed { reason } => self.finish_waiter(&job, Some(node), Err(reason)),
@@ -376,7 +436,7 @@ impl Peers {
 
     /// Tells who waits for the job's move how it went; with `node`, only while that node holds
     /// the job.
-    fn finish_waiter(&self, job: &str, node: Option<u32>, result: Result<u32, String>) {
+    fn finish_waiter(&self, job: &str, node: Option<u32>, result: Result<MoveStats, String>) {
         let mut guests = self.guests();
         if let Some(g) = guests.get_mut(job).filter(|g| node.is_none_or(|n| g.node == n)) {
             if let Some(w) = g.waiter.take() {
@@ -398,30 +458,19 @@ impl Peers {
     }
 
     /// `clump migrate` at home: moves the job to `node` at `to` (this node for "home").
-    pub fn migrate(self: &Arc<Self>, job: &str, node: u32, to: SocketAddr) -> Result<(), MoveError> {
+    pub fn migrate(
+        self: &Arc<Self>,
+        job: &str,
+        (node, to): (u32, SocketAddr),
+        precopy: bool,
+    ) -> Result<MoveStats, MoveError> {
         if self.jobs.runs_here(job) {
             if node == self.number {
                 return Err(MoveError::Refused(format!(
                     "job {job} runs on node {node} already"
                 )));
             }
-            let dir = self.work.join(format!("out-{job}"));
-            let frozen = self
-                .jobs
-                .freeze(job, &dir)
-                .map_err(|e| MoveError::Refused(e.to_string()))?;
-            let sent = send_to(&self.key, &frozen, node, to, self.me);
-            let _ = std::fs::remove_dir_all(&dir);
-            return match sent {
-                Ok(()) => {
-                    self.jobs.let_go(job, node);
-                    Ok(())
-                }
-                Err(e) => {
-                    self.jobs.thaw(job);
-                    Err(e)
-                }
-            };
+            return carry(self, job, (node, to), self.me, precopy, || Ok(()));
         }
         let (tx, rx) = mpsc::channel();
         {
@@ -440,10 +489,10 @@ impl Peers {
                 return Err(MoveError::Refused(format!("job {job} is moving already")));
             }
             g.waiter = Some(tx);
-            let _ = g.down.send(Down::Migrate { node, to });
+            let _ = g.down.send(Down::Migrate { node, to, precopy });
         }
         match rx.recv_timeout(RESTORE_TIMEOUT + Duration::from_secs(60)) {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(stats)) => Ok(stats),
             Ok(Err(reason)) => Err(MoveError::Refused(reason)),
             Err(_) => Err(MoveError::Refused(format!(
                 "job {job}: no word of the move in time"
@@ -467,19 +516,43 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile]) -> Result<(), String> {
-    let total: u64 = files.iter().map(|f| f.size).sum();
-    if total > MAX_IMAGES {
+/// Target: the rounds of a move into `dir/1`, `dir/2`, ..., each linked to the one before as
+/// CRIU's parent; returns the last round's job and its directory, to restore from.
+fn receive_rounds(link: &mut Link, dir: &Path) -> Result<(Last, PathBuf), String> {
+    link.set_read_timeout(Some(RESTORE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut total = 0u64;
+    for n in 1..=MAX_ROUNDS {
+        let round: Round = link
+            .recv_json()
+            .map_err(|e| format!("the images stopped coming: {e}"))?;
+        let here = dir.join(n.to_string());
+        std::fs::create_dir_all(&here).map_err(|e| format!("cannot create {}: {e}", here.display()))?;
+        if n > 1 {
+            std::os::unix::fs::symlink(format!("../{}", n - 1), here.join("parent"))
+                .map_err(|e| format!("cannot link round {n} to its parent: {e}"))?;
+        }
+        total += receive_images(link, &here, &round.files, total)?;
+        if let Some(last) = round.last {
+            link.set_read_timeout(None).map_err(|e| e.to_string())?;
+            return Ok((*last, here));
+        }
+    }
+    Err(format!("more than {MAX_ROUNDS} rounds of images"))
+}
+
+/// One round's files into `dir`; `before` bytes came in earlier rounds. Returns this round's.
+fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile], before: u64) -> Result<u64, String> {
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    if bytes.saturating_add(before) > MAX_IMAGES {
         return Err(format!(
-            "{total} bytes of images is more than the {MAX_IMAGES} accepted"
+            "{} bytes of images is more than the {MAX_IMAGES} accepted",
+            bytes.saturating_add(before)
         ));
     }
     if let Some(bad) = files.iter().find(|f| !valid_name(&f.name)) {
         return Err(format!("{:?} is not an image file name", bad.name));
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    link.set_read_timeout(Some(RESTORE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
     for f in files {
         let path = dir.join(&f.name);
         let mut out =
@@ -497,68 +570,204 @@ fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile]) -> Result<()
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
     }
-    link.set_read_timeout(None).map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(bytes)
 }
 
-/// Source: sends the frozen job's images to `to` and waits for its verdict.
-fn send_to(
-    key: &ClusterKey,
-    frozen: &clump_jobs::Frozen,
+/// Source: the stream to the target of a move, from "do you take it" to "it runs".
+struct Transfer {
+    link: Link,
     node: u32,
-    to: SocketAddr,
-    home: SocketAddr,
-) -> Result<(), MoveError> {
-    let link_err = |source| MoveError::Link { node, source };
-    let mut files = Vec::new();
-    let entries = std::fs::read_dir(&frozen.dir)
-        .map_err(|e| MoveError::Refused(format!("cannot read the images: {e}")))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".img") {
-            continue;
+    bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl Transfer {
+    fn open(
+        key: &ClusterKey,
+        job: &str,
+        node: u32,
+        to: SocketAddr,
+        home: SocketAddr,
+    ) -> Result<Transfer, MoveError> {
+        let link_err = |source| MoveError::Link { node, source };
+        let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
+        link.send_json(&Hello::Restore {
+            job: job.to_owned(),
+            home,
+            version: version(),
+        })
+        .map_err(link_err)?;
+        link.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(link_err)?;
+        let answer: Restored = link.recv_json().map_err(link_err)?;
+        link.set_read_timeout(None).map_err(link_err)?;
+        if let Some(e) = answer.error {
+            return Err(MoveError::Refused(format!("node {node}: {e}")));
         }
-        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        files.push(ImageFile { name, size });
+        Ok(Transfer {
+            link,
+            node,
+            bytes: 0,
+            buf: vec![0u8; clump_link::MAX_MESSAGE],
+        })
     }
-    let started = Instant::now();
-    let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
-    link.send_json(&Hello::Restore {
-        job: Box::new(frozen.info.clone()),
-        pipes: frozen.pipes,
-        home,
-        version: version(),
-        files: files.clone(),
-    })
-    .map_err(link_err)?;
-    let mut buf = vec![0u8; clump_link::MAX_MESSAGE];
-    for f in &files {
-        let mut file = std::fs::File::open(frozen.dir.join(&f.name))
-            .map_err(|e| MoveError::Refused(format!("cannot read image {}: {e}", f.name)))?;
-        let mut left = f.size;
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            std::io::Read::read_exact(&mut file, &mut buf[..want])
+
+    fn link_err(&mut self, source: LinkError) -> MoveError {
+        // A target that gave up (a full disk, say) said why before it closed.
+        let _ = self.link.set_read_timeout(Some(Duration::from_secs(1)));
+        match self.link.recv_json::<Restored>() {
+            Ok(Restored { error: Some(e) }) => MoveError::Refused(format!("node {}: {e}", self.node)),
+            _ => MoveError::Link {
+                node: self.node,
+                source,
+            },
+        }
+    }
+
+    /// Sends the images in `dir` as one round.
+    fn send_round(&mut self, dir: &Path, last: Option<Last>) -> Result<(), MoveError> {
+        let mut files = Vec::new();
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| MoveError::Refused(format!("cannot read the images: {e}")))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".img") {
+                continue;
+            }
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            files.push(ImageFile { name, size });
+        }
+        let round = Round {
+            files: files.clone(),
+            last: last.map(Box::new),
+        };
+        if let Err(e) = self.link.send_json(&round) {
+            return Err(self.link_err(e));
+        }
+        for f in &files {
+            let mut file = std::fs::File::open(dir.join(&f.name))
                 .map_err(|e| MoveError::Refused(format!("cannot read image {}: {e}", f.name)))?;
-            link.send(&buf[..want]).map_err(link_err)?;
-            left -= want as u64;
+            let mut left = f.size;
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+                std::io::Read::read_exact(&mut file, &mut self.buf[..want])
+                    .map_err(|e| MoveError::Refused(format!("cannot read image {}: {e}", f.name)))?;
+                if let Err(e) = self.link.send(&self.buf[..want]) {
+                    return Err(self.link_err(e));
+                }
+                left -= want as u64;
+            }
+            self.bytes += f.size;
+        }
+        Ok(())
+    }
+
+    /// After the last round: whether the job runs at the target.
+    fn verdict(&mut self) -> Result<(), MoveError> {
+        let node = self.node;
+        let link_err = |source| MoveError::Link { node, source };
+        self.link
+            .set_read_timeout(Some(RESTORE_TIMEOUT))
+            .map_err(link_err)?;
+        let verdict: Restored = self.link.recv_json().map_err(link_err)?;
+        match verdict.error {
+            None => Ok(()),
+            Some(e) => Err(MoveError::Refused(format!("node {node}: {e}"))),
         }
     }
-    let bytes: u64 = files.iter().map(|f| f.size).sum();
-    let sent_ms = started.elapsed().as_millis();
-    link.set_read_timeout(Some(RESTORE_TIMEOUT)).map_err(link_err)?;
-    let verdict: Restored = link.recv_json().map_err(link_err)?;
-    tracing::info!(
-        job = frozen.info.id,
-        node,
-        bytes,
-        sent_ms,
-        answered_ms = started.elapsed().as_millis(),
-        "images sent"
-    );
-    match verdict.error {
-        None => Ok(()),
-        Some(e) => Err(MoveError::Refused(format!("node {node}: {e}"))),
+}
+
+/// Source: moves job `job` of this node to `node` at `to`: pre-copy rounds while it runs (if
+/// `precopy` and its memory is worth it), then frozen, `drained` (the guest hands home its last
+/// output), the final round and the target's verdict. The job ends here on "it runs", else it
+/// runs on here.
+fn carry(
+    peers: &Peers,
+    job: &str,
+    (node, to): (u32, SocketAddr),
+    home: SocketAddr,
+    precopy: bool,
+    drained: impl FnOnce() -> Result<(), String>,
+) -> Result<MoveStats, MoveError> {
+    let jobs = &peers.jobs;
+    let refused = |e: clump_jobs::JobError| MoveError::Refused(e.to_string());
+    let moving = jobs.start_move(job).map_err(refused)?;
+    let dir = peers.work.join(format!("out-{job}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let started = Instant::now();
+    let result = (|| {
+        let mut transfer = Transfer::open(&peers.key, job, node, to, home)?;
+        let mut rounds = Rounds::new();
+        if precopy && precopy::worth_it(moving.mem_kib) {
+            loop {
+                let n = rounds.count() + 1;
+                let here = dir.join(n.to_string());
+                let parent = (n > 1).then(|| format!("../{}", n - 1));
+                let bytes = jobs
+                    .pre_dump(&moving, &here, parent.as_deref())
+                    .map_err(refused)?;
+                transfer.send_round(&here, None)?;
+                if !rounds.another(bytes) {
+                    break;
+                }
+            }
+        }
+        Ok::<_, MoveError>((transfer, rounds))
+    })();
+    let (mut transfer, rounds) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            jobs.cancel_move(job);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let n = rounds.count() + 1;
+    let here = dir.join(n.to_string());
+    let parent = (n > 1).then(|| format!("../{}", n - 1));
+    let frozen_at = Instant::now();
+    let frozen = match jobs.freeze(&moving, &here, parent.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(refused(e));
+        }
+    };
+    let precopied = transfer.bytes;
+    let result = drained().map_err(MoveError::Refused).and_then(|()| {
+        transfer.send_round(
+            &here,
+            Some(Last {
+                job: frozen.info.clone(),
+                pipes: frozen.pipes,
+            }),
+        )?;
+        transfer.verdict()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(()) => {
+            let frozen_ms = u64::try_from(frozen_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+            jobs.let_go(job, node);
+            tracing::info!(
+                job,
+                node,
+                rounds = rounds.count() + 1,
+                precopied,
+                bytes = transfer.bytes,
+                frozen_ms,
+                total_ms = started.elapsed().as_millis(),
+                "job moved"
+            );
+            Ok(MoveStats {
+                rounds: u32::try_from(rounds.count() + 1).unwrap_or(u32::MAX),
+                frozen_ms,
+                bytes: transfer.bytes,
+            })
+        }
+        Err(e) => {
+            jobs.thaw(job);
+            Err(e)
+        }
     }
 }
 
@@ -664,10 +873,10 @@ impl Guest {
                     .signal(0, &job, &signal.to_string())
                     .map_err(|e| e.to_string()),
                 Down::DrainedAck => Ok(()),
-                Down::Migrate { node, to } => match self.move_on(node, to, &forwarded) {
-                    Ok(()) => {
+                Down::Migrate { node, to, precopy } => match self.move_on(node, to, precopy, &forwarded) {
+                    Ok(stats) => {
                         closed.store(true, Ordering::SeqCst);
-                        let _ = Guest::send(&self.tx, &Up::Moved { node });
+                        let _ = Guest::send(&self.tx, &Up::Moved { node, stats });
                         return;
                     }
                     Err(reason) => {
@@ -684,44 +893,36 @@ impl Guest {
         closed.store(true, Ordering::SeqCst);
     }
 
-    /// Freeze here, hand home every byte, then restore at `to`.
-    fn move_on(&mut self, node: u32, to: SocketAddr, forwarded: &AtomicU64) -> Result<(), String> {
-        let jobs = self.peers.jobs.clone();
+    /// Pre-copy and freeze here, hand home every byte, then restore at `to`.
+    fn move_on(
+        &mut self,
+        node: u32,
+        to: SocketAddr,
+        precopy: bool,
+        forwarded: &AtomicU64,
+    ) -> Result<MoveStats, String> {
+        let peers = self.peers.clone();
+        let jobs = peers.jobs.clone();
         let job = self.job.clone();
-        let dir = self.peers.work.join(format!("out-{job}"));
-        let frozen = jobs.freeze(&job, &dir).map_err(|e| e.to_string())?;
-        let fail = |why: String| {
-            let _ = std::fs::remove_dir_all(&dir);
-            jobs.thaw(&job);
-            why
+        let (tx, rx) = (self.tx.clone(), &mut self.rx);
+        let drained = || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while forwarded.load(Ordering::SeqCst) < jobs.output_end(&job) {
+                if Instant::now() > deadline {
+                    return Err("the job's output did not reach its home in time".to_string());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Guest::send(&tx, &Up::Drained).map_err(|e| e.to_string())?;
+            loop {
+                match rx.recv_json::<Down>() {
+                    Ok(Down::DrainedAck) => return Ok(()),
+                    Ok(other) => tracing::warn!(job, "dropped {other:?} sent during a move"),
+                    Err(e) => return Err(format!("home went away during the move: {e}")),
+                }
+            }
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while forwarded.load(Ordering::SeqCst) < jobs.output_end(&job) {
-            if Instant::now() > deadline {
-                return Err(fail("the job's output did not reach its home in time".into()));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Guest::send(&self.tx, &Up::Drained).map_err(|e| fail(e.to_string()))?;
-        loop {
-            match self.rx.recv_json::<Down>() {
-                Ok(Down::DrainedAck) => break,
-                Ok(other) => tracing::warn!(job, "dropped {other:?} sent during a move"),
-                Err(e) => return Err(fail(format!("home went away during the move: {e}"))),
-            }
-        }
-        let sent = send_to(&self.peers.key, &frozen, node, to, self.home);
-        let _ = std::fs::remove_dir_all(&dir);
-        match sent {
-            Ok(()) => {
-                jobs.let_go(&job, node);
-                Ok(())
-            }
-            Err(e) => {
-                jobs.thaw(&job);
-                Err(e.to_string())
-            }
-        }
+        carry(&peers, &self.job, (node, to), self.home, precopy, drained).map_err(|e| e.to_string())
     }
 }
 
@@ -751,8 +952,17 @@ mod tests {
 
     #[test]
     fn messages_have_the_documented_shape() {
-        let up = serde_json::to_value(Up::Moved { node: 3 }).expect("json");
-        assert_eq!(up, serde_json::json!({"op": "moved", "node": 3}));
+        let up = serde_json::to_value(Up::Moved {
+            node: 3,
+            stats: MoveStats::default(),
+        })
+        .expect("json");
+        assert_eq!(
+            up,
+            serde_json::json!({"op": "moved", "node": 3, "stats": {"rounds": 0, "frozen_ms": 0, "bytes": 0}})
+        );
+        let old: Up = serde_json::from_str(r#"{"op":"moved","node":3}"#).expect("parse");
+        assert!(matches!(old, Up::Moved { node: 3, stats } if stats == MoveStats::default()));
         let down: Down = serde_json::from_str(r#"{"op":"signal","signal":15}"#).expect("parse");
         assert!(matches!(down, Down::Signal { signal: 15 }));
         assert!(serde_json::from_str::<Down>(r#"{"op":"rm -rf"}"#).is_err());

@@ -7,7 +7,7 @@
 mod common;
 
 use clump_api::{Client, JobInfo, MapState};
-use clump_clumpd::peer::{Hello, ImageFile, Restored};
+use clump_clumpd::peer::{Hello, ImageFile, Last, Restored, Round};
 use clump_jobs::checkpoint::Pipes;
 use clump_link::{Link, LinkError};
 use clump_seal::ClusterKey;
@@ -71,32 +71,55 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     });
     assert!(garbage.is_some(), "a malformed hello got an answer");
 
+    // A restore from another image version: refused before any image is sent.
+    let other_version = in_netns(&peer, move || {
+        let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
+        link.send_json(&Hello::Restore {
+            job: "0a1b2c3d".into(),
+            home: "10.88.0.11:7171".parse().expect("addr"),
+            version: "0".into(),
+        })
+        .expect("hello");
+        link.set_read_timeout(Some(T)).expect("timeout");
+        link.recv_json::<Restored>().map(|r| r.error)
+    });
+    let error = other_version.expect("an answer").expect("a refusal");
+    assert!(error.contains("image version"), "{error}");
+
     // A restore whose image names climb out of the images directory: refused, nothing written.
     let escape = net.dir.path().join("escaped.img");
     let name = format!("../../../../../../..{}", escape.display());
     let refused = in_netns(&peer, move || {
         let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
+        link.send_json(&Hello::Restore {
+            job: "0a1b2c3d".into(),
+            home: "10.88.0.11:7171".parse().expect("addr"),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .expect("hello");
+        link.set_read_timeout(Some(T)).expect("timeout");
+        let taken = link.recv_json::<Restored>().expect("an answer to the hello");
+        assert_eq!(taken.error, None, "the hello was refused");
         let job = JobInfo {
             id: "0a1b2c3d".into(),
             argv: vec!["sh".into()],
             home: Some(11),
             ..JobInfo::default()
         };
-        link.send_json(&Hello::Restore {
-            job: Box::new(job),
-            pipes: Pipes {
-                stdin: 1,
-                stdout: 2,
-                stderr: 3,
-                status: 4,
-            },
-            home: "10.88.0.11:7171".parse().expect("addr"),
-            version: "0".into(),
+        link.send_json(&Round {
             files: vec![ImageFile { name, size: 4 }],
+            last: Some(Box::new(Last {
+                job,
+                pipes: Pipes {
+                    stdin: 1,
+                    stdout: 2,
+                    stderr: 3,
+                    status: 4,
+                },
+            })),
         })
-        .expect("hello");
+        .expect("round");
         let _ = link.send(b"evil");
-        link.set_read_timeout(Some(T)).expect("timeout");
         link.recv_json::<Restored>().map(|r| r.error)
     });
     let error = refused.expect("an answer").expect("a refusal");

@@ -74,12 +74,14 @@ fn check(action: &'static str, status: std::process::ExitStatus, log: &Path) -> 
     })
 }
 
-/// Dumps the process tree of `reaper` into `dir` and leaves it stopped.
-pub fn dump(reaper: i32, dir: &Path) -> Result<(), CheckpointError> {
+/// Dumps the process tree of `reaper` into `dir` and leaves it stopped. With `parent` (the
+/// previous [`pre_dump`] round's directory, relative to `dir` as CRIU wants: `../1`), only the
+/// pages written since that round go into `dir`.
+pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("dump.log");
-    let status = Command::new(CRIU)
-        .arg("dump")
+    let mut cmd = Command::new(CRIU);
+    cmd.arg("dump")
         .arg("-t")
         .arg(reaper.to_string())
         .arg("-D")
@@ -87,13 +89,67 @@ pub fn dump(reaper: i32, dir: &Path) -> Result<(), CheckpointError> {
         .arg("-o")
         .arg(&log)
         .arg("--leave-stopped")
-        .args(COMMON)
+        .args(COMMON);
+    if let Some(parent) = parent {
+        // Without --track-mem the final dump ignores the parent and writes every page again.
+        cmd.arg("--track-mem").arg("--prev-images-dir").arg(parent);
+    }
+    let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map_err(CheckpointError::Spawn)?;
     check("dump", status, &log)
+}
+
+/// One pre-copy round: copies the memory of `reaper`'s tree into `dir` while it runs on (it is
+/// stopped only while CRIU reads the page tables) and starts tracking what it writes after, for
+/// the next round; `parent` as for [`dump`]. Returns the bytes of memory the round wrote.
+pub fn pre_dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<u64, CheckpointError> {
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("pre-dump.log");
+    let mut cmd = Command::new(CRIU);
+    cmd.arg("pre-dump")
+        .arg("-t")
+        .arg(reaper.to_string())
+        .arg("-D")
+        .arg(dir)
+        .arg("-o")
+        .arg(&log)
+        .arg("--track-mem")
+        // "read" copies the pages with process_vm_readv after the tree runs again: a shorter
+        // stop than "splice" (CRIU's man page).
+        .arg("--pre-dump-mode=read")
+        .arg("--manage-cgroups=ignore");
+    if let Some(parent) = parent {
+        cmd.arg("--prev-images-dir").arg(parent);
+    }
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(CheckpointError::Spawn)?;
+    check("pre-dump", status, &log)?;
+    Ok(pages_bytes(dir))
+}
+
+/// The bytes of memory in a round's images: CRIU's `pages-*.img` files hold only page contents.
+pub fn pages_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("pages-") && name.ends_with(".img")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Lets a tree that [`dump`] left stopped run on: SIGCONT to every process of it.

@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod checkpoint;
 mod migration;
 pub mod pin;
+pub mod precopy;
 pub mod reaper;
 pub mod runtime;
 pub mod signals;
@@ -21,5 +22,5 @@ pub mod spawn;
 pub mod stat;
 pub mod table;
 
-pub use migration::{Control, Frozen, Route};
+pub use migration::{Control, Frozen, Moving, Route};
 pub use runtime::{Attachment, Config, JobError, Next, Runtime};

@@ -74,45 +74,93 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), JobError> {
         .map_err(|e| JobError::Invalid(format!("cannot create pipes: {e}")))
 }
 
+/// A job this node has begun to move: still running, no other move may start.
+#[derive(Debug, Clone)]
+pub struct Moving {
+    pub job: String,
+    pub pid: i32,
+    /// The inodes of its pipes, which name them in the images.
+    pub pipes: Pipes,
+    /// Its resident memory when the move began.
+    pub mem_kib: u64,
+}
+
 impl Runtime {
-    /// Dumps a running job of this node into `dir` and leaves it stopped, with everything it
-    /// wrote before in its buffer. One move at a time per job.
-    pub fn freeze(&self, job: &str, dir: &Path) -> Result<Frozen, JobError> {
-        let (pid, pipes) = {
-            let mut st = self.lock();
-            let live = st
-                .live
-                .get_mut(job)
-                .filter(|l| l.reaped.is_none())
-                .ok_or_else(|| JobError::Invalid(format!("job {job} is not running on this node")))?;
-            if live.moving {
-                return Err(JobError::Invalid(format!("job {job} is moving already")));
-            }
-            if let Some(why) = crate::pin::reason(live.pid) {
-                return Err(JobError::Invalid(format!("job {job} cannot move: {why}")));
-            }
-            let (Some(stdout), Some(stderr)) = (&live.stdout, &live.stderr) else {
-                return Err(JobError::Invalid(format!(
-                    "job {job} closed its output: it is ending, not worth moving"
-                )));
-            };
-            let stdin = live.stdin.as_ref().map_or(0, |f| inode(f));
-            if stdin == 0 {
-                return Err(JobError::Invalid(format!(
-                    "job {job} has its input closed; moving such a job is not supported yet"
-                )));
-            }
-            let pipes = Pipes {
-                stdin,
-                stdout: inode(stdout),
-                stderr: inode(stderr),
-                status: inode(&live.status),
-            };
-            live.moving = true;
-            (live.pid, pipes)
+    /// Begins moving a running job of this node: refuses one that is pinned or moving already.
+    /// End it with [`Runtime::freeze`] and [`Runtime::thaw`] or [`Runtime::let_go`], or with
+    /// [`Runtime::cancel_move`] before the freeze.
+    pub fn start_move(&self, job: &str) -> Result<Moving, JobError> {
+        let mut st = self.lock();
+        let live = st
+            .live
+            .get_mut(job)
+            .filter(|l| l.reaped.is_none())
+            .ok_or_else(|| JobError::Invalid(format!("job {job} is not running on this node")))?;
+        if live.moving {
+            return Err(JobError::Invalid(format!("job {job} is moving already")));
+        }
+        if let Some(why) = crate::pin::reason(live.pid) {
+            return Err(JobError::Invalid(format!("job {job} cannot move: {why}")));
+        }
+        let (Some(stdout), Some(stderr)) = (&live.stdout, &live.stderr) else {
+            return Err(JobError::Invalid(format!(
+                "job {job} closed its output: it is ending, not worth moving"
+            )));
         };
+        let stdin = live.stdin.as_ref().map_or(0, |f| inode(f));
+        if stdin == 0 {
+            return Err(JobError::Invalid(format!(
+                "job {job} has its input closed; moving such a job is not supported yet"
+            )));
+        }
+        let pipes = Pipes {
+            stdin,
+            stdout: inode(stdout),
+            stderr: inode(stderr),
+            status: inode(&live.status),
+        };
+        live.moving = true;
+        let pid = live.pid;
+        let cgroup = live.cgroup.clone();
+        drop(st);
+        Ok(Moving {
+            job: job.to_owned(),
+            pid,
+            pipes,
+            mem_kib: crate::stat::usage(pid, cgroup.as_deref()).mem_kib,
+        })
+    }
+
+    /// One pre-copy round of a job being moved (it runs on); returns the bytes of memory the
+    /// round wrote. `parent` is the previous round's directory relative to `dir`.
+    pub fn pre_dump(&self, moving: &Moving, dir: &Path, parent: Option<&str>) -> Result<u64, JobError> {
         let started = std::time::Instant::now();
-        if let Err(e) = checkpoint::dump(pid, dir) {
+        let bytes = checkpoint::pre_dump(moving.pid, dir, parent)
+            .map_err(|e| JobError::Invalid(format!("cannot pre-copy job {}: {e}", moving.job)))?;
+        tracing::info!(
+            job = moving.job,
+            bytes,
+            pre_dump_ms = started.elapsed().as_millis(),
+            "pre-copy round"
+        );
+        Ok(bytes)
+    }
+
+    /// The move will not happen and the job was not frozen: it is free to move again.
+    pub fn cancel_move(&self, job: &str) {
+        if let Some(live) = self.lock().live.get_mut(job) {
+            live.moving = false;
+        }
+    }
+
+    /// Dumps a job being moved into `dir` (only what changed since `parent`'s round, if given)
+    /// and leaves it stopped, with everything it wrote before in its buffer. On failure the
+    /// job runs on here.
+    pub fn freeze(&self, moving: &Moving, dir: &Path, parent: Option<&str>) -> Result<Frozen, JobError> {
+        let Moving { job, pid, pipes, .. } = moving;
+        let (job, pid, pipes) = (job.as_str(), *pid, *pipes);
+        let started = std::time::Instant::now();
+        if let Err(e) = checkpoint::dump(pid, dir, parent) {
             self.thaw(job);
             return Err(JobError::Invalid(format!("cannot checkpoint job {job}: {e}")));
         }

@@ -4,7 +4,8 @@
 //!   index and a per-page version; keeps changing pages (a version bump rewrites a page) at
 //!   `--dirty-per-s` pages a second, prints a line each second, and at the end checks every page
 //!   against its version: `memory ok` or `memory corrupt at page P`. A migration that lost or
-//!   mixed pages shows here.
+//!   mixed pages shows here. SIGTERM ends the S seconds early (the check still runs), so a test
+//!   need not guess how long its moves take.
 //! - `cpu --units N`: N units of a fixed integer workload, printing progress; exits 0.
 
 use anyhow::{bail, Result};
@@ -76,10 +77,12 @@ fn mem(mib: usize, seconds: u64, dirty_per_s: usize) -> Result<()> {
     let mut out = std::io::stdout();
     writeln!(out, "ready {mib} MiB")?;
     out.flush()?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let start = Instant::now();
     let mut next = 0usize;
     let mut tick = 0u64;
-    while start.elapsed() < Duration::from_secs(seconds) {
+    while start.elapsed() < Duration::from_secs(seconds) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let second = Instant::now();
         for _ in 0..dirty_per_s {
             // Walk the pages with a stride so the dirty set spreads over the whole range.
