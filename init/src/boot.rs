@@ -30,6 +30,20 @@ const CHECKPOINT_MODULES: &[&str] = &[
     "af_packet_diag",
 ];
 
+/// Transparent huge pages only for programs that ask (madvise): pre-copy tracks writes per page
+/// table entry, so a job on 2 MiB pages sends 2 MiB again for every byte it changes. Jobs turn
+/// them off for themselves as well; this covers a job restored by a CRIU that does not carry
+/// that flag, and programs started by hand.
+const THP: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+fn huge_pages_on_request() {
+    match std::fs::write(THP, "madvise") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(error = %e, "cannot set {THP} to madvise"),
+    }
+}
+
 pub fn run(signals: Signals) -> ! {
     log::stage("start");
     let failed_mounts = mounts::mount_all();
@@ -42,6 +56,7 @@ pub fn run(signals: Signals) -> ! {
         tracing::warn!(error = %e, "cannot route ctrl-alt-del to PID 1");
     }
     log::stage("mounts");
+    huge_pages_on_request();
     if failed_mounts > 0 {
         tracing::warn!(failed = failed_mounts, "some filesystems are missing");
     }

@@ -12,8 +12,8 @@
 //! The serial logs stay in `target/e2e/migration/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{add_node, parse_ready, sh, start_lab, READY_FROM_KERNEL, SHELL};
-use clump_lab::{Boot, LabConfig, NicModel, Node};
+use clump_e2e::{parse_ready, sh, start_lab, READY_FROM_KERNEL, SHELL};
+use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -66,12 +66,12 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     let mut addrs = Vec::new();
     let mut prefix = 24;
     for i in 1..=3 {
-        add_node(
-            &mut lab,
-            &format!("mig{i}"),
-            Boot::Kernel,
-            &[NicModel::VirtioNetPci],
-        )?;
+        // Room for a 256 MiB job, its pre-copy rounds in the source's tmpfs and all of them
+        // in the target's.
+        let spec = NodeSpec::from_artefacts(format!("mig{i}"), Boot::Kernel, &Artefacts::from_env())?
+            .memory_mib(1536)
+            .nic(NicModel::VirtioNetPci);
+        lab.start_node(spec)?;
     }
     for i in 0..3 {
         let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
@@ -94,25 +94,25 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         std::thread::sleep(Duration::from_secs(1));
     }
 
-    // Placement: a CPU-bound job started with --on runs there (it reads the hostname of the
-    // node it runs on) and its output and status arrive here.
-    let host2 = sh(lab.node(1)?, "cat /proc/sys/kernel/hostname")?;
-    let host2 = host2
+    // Placement: a CPU-bound job started with --on runs there (it reads the boot id of the
+    // node it runs on: every boot has its own) and its output and status arrive here.
+    let boot2 = sh(lab.node(1)?, "echo boot=$(cat /proc/sys/kernel/random/boot_id)")?;
+    let boot2 = boot2
         .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or_default()
+        .find_map(|l| l.trim().strip_prefix("boot="))
+        .filter(|id| id.len() == 36)
+        .with_context(|| format!("no boot id from node 2: {boot2}"))?
         .to_owned();
     let (code, out) = lab.node(0)?.shell(
         &format!(
-            "cd / && clump run --on {} -- sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo counted $i on $(cat /proc/sys/kernel/hostname); exit 4'",
+            "cd / && clump run --on {} -- sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo counted $i on $(cat /proc/sys/kernel/random/boot_id); exit 4'",
             addrs[1]
         ),
         MOVE,
     )?;
     ensure!(
-        code == 4 && out.contains(&format!("counted 200000 on {host2}")),
-        "`clump run --on` did not run on node 2 ({host2}) or lost its status ({code}):\n{out}"
+        code == 4 && out.contains(&format!("counted 200000 on {boot2}")),
+        "`clump run --on` did not run on node 2 (boot {boot2}) or lost its status ({code}):\n{out}"
     );
 
     // A signal reaches a job on another node: `clump kill` at home, `clump wait` says how it died.

@@ -133,11 +133,14 @@ fn yes() -> bool {
     true
 }
 
-/// The target's answer to a restore: once to the hello (it takes the job or not), once after
-/// the last round (it runs or not).
+/// The target's answer to a restore: to the hello (it takes the job or not), after each
+/// pre-copy round (with the room left for more), after the last round (it runs or not).
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Restored {
     pub error: Option<String>,
+    /// Bytes the target has left for images.
+    #[serde(default)]
+    pub room: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +210,9 @@ impl Peers {
     ) -> std::io::Result<Arc<Peers>> {
         let me = SocketAddr::from((addr, port));
         let listener = TcpListener::bind(me)?;
+        if let Err(e) = std::fs::create_dir_all(&work) {
+            tracing::warn!(dir = %work.display(), "cannot create the migration directory; moves will fail: {e}");
+        }
         let peers = Arc::new(Peers {
             key,
             jobs: hub.jobs.clone(),
@@ -259,7 +265,8 @@ impl Peers {
                     tracing::warn!(job, "move refused: {e}");
                 }
                 let done = refused.is_some();
-                link.send_json(&Restored { error: refused })?;
+                let room = Some(room(&self.work));
+                link.send_json(&Restored { error: refused, room })?;
                 if done {
                     return Ok(());
                 }
@@ -268,7 +275,7 @@ impl Peers {
                 if let Some(e) = &error {
                     tracing::warn!("restore refused: {e}");
                 }
-                link.send_json(&Restored { error })?;
+                link.send_json(&Restored { error, room: None })?;
                 if let Ok(Some(guest)) = result {
                     guest.run();
                 }
@@ -537,6 +544,11 @@ fn receive_rounds(link: &mut Link, dir: &Path) -> Result<(Last, PathBuf), String
             link.set_read_timeout(None).map_err(|e| e.to_string())?;
             return Ok((*last, here));
         }
+        link.send_json(&Restored {
+            error: None,
+            room: Some(room(dir)),
+        })
+        .map_err(|e| format!("the source went away: {e}"))?;
     }
     Err(format!("more than {MAX_ROUNDS} rounds of images"))
 }
@@ -552,6 +564,13 @@ fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile], before: u64)
     }
     if let Some(bad) = files.iter().find(|f| !valid_name(&f.name)) {
         return Err(format!("{:?} is not an image file name", bad.name));
+    }
+    let left = room(dir);
+    if bytes > left {
+        return Err(format!(
+            "no room for {bytes} bytes of images in {} ({left} free)",
+            dir.display()
+        ));
     }
     for f in files {
         let path = dir.join(&f.name);
@@ -578,6 +597,8 @@ struct Transfer {
     link: Link,
     node: u32,
     bytes: u64,
+    /// What the target said it has left for images.
+    room: u64,
     buf: Vec<u8>,
 }
 
@@ -607,6 +628,7 @@ impl Transfer {
             link,
             node,
             bytes: 0,
+            room: answer.room.unwrap_or(0),
             buf: vec![0u8; clump_link::MAX_MESSAGE],
         })
     }
@@ -615,7 +637,7 @@ impl Transfer {
         // A target that gave up (a full disk, say) said why before it closed.
         let _ = self.link.set_read_timeout(Some(Duration::from_secs(1)));
         match self.link.recv_json::<Restored>() {
-            Ok(Restored { error: Some(e) }) => MoveError::Refused(format!("node {}: {e}", self.node)),
+            Ok(Restored { error: Some(e), .. }) => MoveError::Refused(format!("node {}: {e}", self.node)),
             _ => MoveError::Link {
                 node: self.node,
                 source,
@@ -623,8 +645,10 @@ impl Transfer {
         }
     }
 
-    /// Sends the images in `dir` as one round.
+    /// Sends the images in `dir` as one round; for a pre-copy round, waits for the target's
+    /// room left.
     fn send_round(&mut self, dir: &Path, last: Option<Last>) -> Result<(), MoveError> {
+        let precopy = last.is_none();
         let mut files = Vec::new();
         let entries =
             std::fs::read_dir(dir).map_err(|e| MoveError::Refused(format!("cannot read the images: {e}")))?;
@@ -658,6 +682,17 @@ impl Transfer {
             }
             self.bytes += f.size;
         }
+        if precopy {
+            let node = self.node;
+            let ack: Restored = self
+                .link
+                .recv_json()
+                .map_err(|source| MoveError::Link { node, source })?;
+            if let Some(e) = ack.error {
+                return Err(MoveError::Refused(format!("node {node}: {e}")));
+            }
+            self.room = ack.room.unwrap_or(0);
+        }
         Ok(())
     }
 
@@ -672,6 +707,29 @@ impl Transfer {
         match verdict.error {
             None => Ok(()),
             Some(e) => Err(MoveError::Refused(format!("node {node}: {e}"))),
+        }
+    }
+}
+
+/// Bytes free in the file system of `dir`.
+fn room(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Empties the page contents of a round the target has: the next round reads only the
+/// parent's page maps (which pages it holds), never its pages, and the RAM is the node's.
+fn drop_pages(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("pages-") && name.ends_with(".img") {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(e.path())
+                .and_then(|f| f.set_len(0));
         }
     }
 }
@@ -702,10 +760,36 @@ fn carry(
                 let n = rounds.count() + 1;
                 let here = dir.join(n.to_string());
                 let parent = (n > 1).then(|| format!("../{}", n - 1));
-                let bytes = jobs
-                    .pre_dump(&moving, &here, parent.as_deref())
-                    .map_err(refused)?;
+                // The first round writes all the job's memory, on both nodes (where the images
+                // share RAM with everything else); later rounds the last one's size or less,
+                // and the final round the same again.
+                let need = match rounds.count() {
+                    0 => moving.mem_kib.saturating_mul(1024),
+                    // What it wrote since the last round, for this round and the final one.
+                    _ => precopy::dirty_bytes(&clump_jobs::stat::tree(moving.pid)).saturating_mul(2),
+                };
+                if room(&peers.work) < need || transfer.room < need {
+                    tracing::warn!(
+                        job,
+                        round = n,
+                        need,
+                        here = room(&peers.work),
+                        there = transfer.room,
+                        "no room for another pre-copy round: freezing now"
+                    );
+                    break;
+                }
+                let bytes = match jobs.pre_dump(&moving, &here, parent.as_deref()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // The rounds so far stand; the final dump goes on from them.
+                        tracing::warn!(job, round = n, "pre-copy stops: {e}");
+                        let _ = std::fs::remove_dir_all(&here);
+                        break;
+                    }
+                };
                 transfer.send_round(&here, None)?;
+                drop_pages(&here);
                 if !rounds.another(bytes) {
                     break;
                 }

@@ -68,6 +68,12 @@ fn reap(argv: &[OsString]) -> i32 {
         say(format_args!("no program to run"));
         return 126;
     };
+    // No transparent huge pages for the job (the flag survives fork and exec, and CRIU carries
+    // it): the kernel tracks writes for pre-copy per page table entry, and a 2 MiB page that
+    // takes one write would be copied whole again in every round.
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        say(format_args!("cannot turn off huge pages for the job: {e}"));
+    }
     let mut command = std::process::Command::new(program);
     command.args(&argv[1..]);
     // SAFETY: the hook runs in the forked child before exec and calls only sigprocmask and
