@@ -128,6 +128,7 @@ impl Client {
         cwd: String,
         env: Vec<String>,
         place: crate::jobs::Place,
+        lock: bool,
     ) -> Result<Started, ApiError> {
         self.call(&Request::Run {
             argv,
@@ -135,6 +136,15 @@ impl Client {
             env,
             attach: false,
             place,
+            lock,
+        })
+    }
+
+    /// Locks a job to the node it runs on (`locked`), or lets it move again.
+    pub fn lock(&mut self, job: &str, locked: bool) -> Result<(), ApiError> {
+        self.call(&Request::Lock {
+            job: job.into(),
+            locked,
         })
     }
 

@@ -97,6 +97,10 @@ pub struct JobInfo {
     pub migrations: u32,
     /// Why it cannot move now (a socket, a device, a debugger...), in words; null when it can.
     pub pinned: Option<String>,
+    /// Its user locked it to the node it runs on (`clump lock`, `run --lock`): nothing moves it
+    /// until `clump unlock`.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// The reply to `migrate`.

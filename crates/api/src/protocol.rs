@@ -54,6 +54,9 @@ pub enum Request {
         /// Where it should run; it starts here and moves there at once (as MOSIX did).
         #[serde(default)]
         place: crate::jobs::Place,
+        /// Lock it to the node it runs on once placed.
+        #[serde(default)]
+        lock: bool,
     },
     /// Turn the connection into the stream of a running or ended job: from `offset` (default:
     /// the oldest byte kept), then live output, then its exit.
@@ -73,6 +76,9 @@ pub enum Request {
     /// Move a running job of this node to `node` (a number, hostname or address), or home
     /// with `None`; the reply, once it runs there, is a [`crate::jobs::Migrated`].
     /// `no_precopy` freezes the job for the whole copy of its memory (for comparison).
+    /// Lock a job of this node to the node it runs on (`locked`), or let it move again; the
+    /// reply is null.
+    Lock { job: String, locked: bool },
     Migrate {
         job: String,
         #[serde(default)]
@@ -275,9 +281,17 @@ mod tests {
                     env: vec!["HOME=/root".into()],
                     attach: true,
                     place: crate::jobs::Place::On("12".into()),
+                    lock: true,
                 },
                 json!({"op": "run", "argv": ["sh", "-c", "exit 3"], "cwd": "/tmp",
-                       "env": ["HOME=/root"], "attach": true, "place": {"on": "12"}}),
+                       "env": ["HOME=/root"], "attach": true, "place": {"on": "12"}, "lock": true}),
+            ),
+            (
+                Request::Lock {
+                    job: "0a1b2c3d".into(),
+                    locked: false,
+                },
+                json!({"op": "lock", "job": "0a1b2c3d", "locked": false}),
             ),
             (
                 Request::Attach {
@@ -331,6 +345,7 @@ mod tests {
                 env: vec![],
                 attach: false,
                 place: crate::jobs::Place::Best,
+                lock: false,
             }
         );
         assert_eq!(

@@ -563,7 +563,12 @@ pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) 
         out.push_str("(no jobs)\n");
     }
     for j in jobs.iter().filter(|j| j.state == Some(crate::JobState::Running)) {
-        if let Some(why) = &j.pinned {
+        if j.locked {
+            out.push_str(&format!(
+                "job {} stays where it is: locked by its user (clump unlock {})\n",
+                j.id, j.id
+            ));
+        } else if let Some(why) = &j.pinned {
             out.push_str(&format!("job {} stays where it is: {why}\n", j.id));
         }
     }
@@ -627,6 +632,14 @@ mod job_tests {
         );
         assert_eq!(
             lines[2], "job 33333333 stays where it is: it has a socket open",
+            "{text}"
+        );
+        let mut locked = job("44444444", JobState::Running, None);
+        locked.locked = true;
+        let text = jobs(&[locked], 61_000, |u| u.to_string());
+        assert_eq!(
+            text.lines().nth(2),
+            Some("job 44444444 stays where it is: locked by its user (clump unlock 44444444)"),
             "{text}"
         );
     }

@@ -31,7 +31,7 @@ fn environment() -> Vec<String> {
 }
 
 /// `clump run`: exits with the job's status unless detached.
-pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>) -> Result<()> {
+pub fn run(socket: &Path, placement: Placement, lock: bool, detach: bool, argv: Vec<String>) -> Result<()> {
     let place = match placement {
         Placement::Default | Placement::Best => Place::Best,
         Placement::Home => Place::Home,
@@ -50,6 +50,7 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         env: env.clone(),
         attach: true,
         place: place.clone(),
+        lock,
     };
     let size = serde_json::to_vec(&probe).map_or(0, |v| v.len());
     if size > clump_api::MAX_LINE {
@@ -60,7 +61,7 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         );
     }
     if detach {
-        let started = Client::connect(socket)?.run_detached(argv, cwd, env, place)?;
+        let started = Client::connect(socket)?.run_detached(argv, cwd, env, place, lock)?;
         if let Some(notice) = &started.notice {
             eprintln!("clump: {notice}");
         }
@@ -76,12 +77,24 @@ pub fn run(socket: &Path, placement: Placement, detach: bool, argv: Vec<String>)
         env,
         attach: true,
         place,
+        lock,
     })?;
     let job = match stream.read()? {
         Some(StreamOutput::Started(job)) => job,
         other => bail!("unexpected first line from clumpd: {other:?}"),
     };
     relay(socket, stream, &job, signals)
+}
+
+/// `clump lock JOB` / `clump unlock JOB`.
+pub fn lock(socket: &Path, job: &str, locked: bool) -> Result<()> {
+    Client::connect(socket)?.lock(job, locked)?;
+    if locked {
+        println!("job {job} stays on the node it runs on until `clump unlock {job}`");
+    } else {
+        println!("job {job} may move again");
+    }
+    Ok(())
 }
 
 /// `clump attach JOB`: what is kept of the job's output, then live output, stdin relayed,

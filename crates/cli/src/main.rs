@@ -95,6 +95,9 @@ enum Command {
         /// Run on the best node by speed-normalised load and free memory (the default).
         #[arg(long)]
         best: bool,
+        /// Lock the job to the node it runs on once placed (`clump unlock` frees it).
+        #[arg(long)]
+        lock: bool,
         /// Print the job's id alone on its line and return at once.
         #[arg(short, long)]
         detach: bool,
@@ -137,6 +140,10 @@ enum Command {
     },
     /// Bring a job of this node back from the node it runs on.
     Home { job: String },
+    /// Keep a job of this node on the node it runs on: no move, by hand or by the balancer.
+    Lock { job: String },
+    /// Let a locked job move again.
+    Unlock { job: String },
     /// Shut the node down in order and power it off.
     Poweroff,
     /// Shut the node down in order and restart it.
@@ -192,6 +199,7 @@ fn main() -> ExitCode {
             home,
             on,
             best,
+            lock,
             detach,
             command,
         } => {
@@ -201,7 +209,7 @@ fn main() -> ExitCode {
                 (true, None, false) => jobs::Placement::Home,
                 (false, None, false) => jobs::Placement::Default,
             };
-            jobs::run(&socket, placement, detach, command)
+            jobs::run(&socket, placement, lock, detach, command)
         }
         Command::Ps { json } => jobs::ps(&socket, json),
         Command::Attach { job } => jobs::attach(&socket, &job),
@@ -214,6 +222,8 @@ fn main() -> ExitCode {
             no_precopy,
         } => jobs::migrate(&socket, &job, Some(&node), !no_precopy),
         Command::Home { job } => jobs::migrate(&socket, &job, None, true),
+        Command::Lock { job } => jobs::lock(&socket, &job, true),
+        Command::Unlock { job } => jobs::lock(&socket, &job, false),
         Command::Poweroff => power::request(power::Action::PowerOff),
         Command::Reboot => power::request(power::Action::Reboot),
     };
@@ -358,6 +368,7 @@ mod tests {
             home,
             on: on.map(str::to_owned),
             best,
+            lock: false,
             detach,
             command: command.iter().map(|s| s.to_string()).collect(),
         };
@@ -376,6 +387,22 @@ mod tests {
         assert_eq!(
             parse(&["run", "--best", "--", "yes"]).unwrap(),
             run(false, None, true, false, &["yes"])
+        );
+        assert_eq!(
+            parse(&["run", "--lock", "--on", "2", "--", "yes"]).unwrap(),
+            Command::Run {
+                home: false,
+                on: Some("2".into()),
+                best: false,
+                lock: true,
+                detach: false,
+                command: vec!["yes".into()],
+            }
+        );
+        assert_eq!(parse(&["lock", "x"]).unwrap(), Command::Lock { job: "x".into() });
+        assert_eq!(
+            parse(&["unlock", "x"]).unwrap(),
+            Command::Unlock { job: "x".into() }
         );
         for bad in [
             &["run"][..],

@@ -222,10 +222,19 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                         env,
                         attach,
                         place,
+                        lock,
                     } => {
                         let started = jobs.run(uid, gid, argv, cwd, env);
                         let notice = match &started {
-                            Ok(job) => place_job(hub, uid, job, &place),
+                            Ok(job) => {
+                                let notice = place_job(hub, uid, job, &place);
+                                if lock {
+                                    if let Err(e) = jobs.set_locked(uid, job, true) {
+                                        tracing::warn!(job, "cannot lock the job: {e}");
+                                    }
+                                }
+                                notice
+                            }
                             Err(_) => None,
                         };
                         match (started, attach) {
@@ -261,6 +270,7 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                     Request::Signal { job, signal } => reply(&mut out, jobs.signal(uid, &job, &signal))?,
                     Request::Output { job } => reply(&mut out, jobs.output(uid, &job))?,
                     Request::Wait { job } => reply(&mut out, jobs.wait(uid, &job))?,
+                    Request::Lock { job, locked } => reply(&mut out, jobs.set_locked(uid, &job, locked))?,
                     Request::Migrate {
                         job,
                         node,
@@ -343,6 +353,12 @@ fn migrate(
     }
     if info.state != Some(clump_api::JobState::Running) {
         return Err(JobError::Ended(job.into()));
+    }
+    if info.locked {
+        return Err(JobError::Invalid(format!(
+            "job {job} is locked to node {} (`clump unlock {job}` lets it move)",
+            info.node.map_or("?".into(), |n| n.to_string())
+        )));
     }
     let (to_number, to) = match node {
         None => (number, me),

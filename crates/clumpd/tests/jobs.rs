@@ -334,6 +334,35 @@ fn jobs_run_under_the_runtime_with_their_stdio_relayed() {
     );
     assert_eq!(out.status.code(), Some(5), "{err}");
 
+    // Locked: `clump ps` says so and nothing moves it; unlocked, a move is tried again (and
+    // fails here for want of another node, for another reason).
+    let out = clump(&socket, &["run", "--detach", "--lock", "--", "sleep", "30"]);
+    let locked = text(&out.stdout).trim().to_owned();
+    assert_eq!(locked.len(), 8, "no job id: {locked:?} {}", text(&out.stderr));
+    assert!(find(&ps(&socket), &locked).locked, "run --lock did not lock");
+    let out = clump(&socket, &["ps"]);
+    assert!(
+        text(&out.stdout).contains(&format!("job {locked} stays where it is: locked by its user")),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = clump(&socket, &["migrate", &locked, "2"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("is locked"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = clump_as_nobody(&socket, &["unlock", &locked]);
+    assert!(!out.status.success(), "another user unlocked root's job");
+    assert!(clump(&socket, &["unlock", &locked]).status.success());
+    assert!(!find(&ps(&socket), &locked).locked, "unlock did not unlock");
+    let out = clump(&socket, &["migrate", &locked, "2"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && !err.contains("locked"), "{err}");
+    assert!(clump(&socket, &["lock", &locked]).status.success());
+    assert!(find(&ps(&socket), &locked).locked, "lock did not lock");
+    let _ = clump(&socket, &["kill", "-s", "KILL", &locked]);
+
     drop(teardown);
     assert!(net.log(0).contains("job started"), "{}", net.log(0));
 }

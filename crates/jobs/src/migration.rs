@@ -409,6 +409,21 @@ impl Runtime {
         Ok(self.lock().table.owned(job, uid)?.info.clone())
     }
 
+    /// Locks a job of this node to the node it runs on, or lets it move again.
+    pub fn set_locked(&self, uid: u32, job: &str, locked: bool) -> Result<(), JobError> {
+        let mut st = self.lock();
+        let home = st.home;
+        let j = st.table.owned(job, uid)?;
+        if j.info.home != home {
+            return Err(JobError::Invalid(format!(
+                "job {job} belongs to node {}: lock it from there",
+                j.info.home.map_or("?".into(), |n| n.to_string())
+            )));
+        }
+        j.info.locked = locked;
+        Ok(())
+    }
+
     /// The job's record, if this node holds it.
     pub fn info(&self, job: &str) -> Option<JobInfo> {
         self.lock().table.get(job).map(|j| j.info.clone())
