@@ -258,6 +258,132 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
             .shell(&format!("clump output {id} | tr '\\n' ' '"), SHELL)?;
         bail!("the output is not 0..{} once each, in order:\n{full}", LINES - 1);
     }
+
+    source_powered_off_after_the_move(&mut lab, &addrs)?;
+    target_powered_off_during_the_move(&mut lab, &addrs, numbers[0])?;
     lab.shutdown()?;
+    Ok(())
+}
+
+/// Whether job `id`'s output (read at home) is the lines 0..n-1, once each, in order.
+fn output_is_seq(node: &mut Node, id: &str, n: u32) -> Result<bool> {
+    let (_, output) = node.shell(
+        &format!("clump output {id} | md5sum; seq 0 {} | md5sum", n - 1),
+        SHELL,
+    )?;
+    let sums: Vec<&str> = output.lines().filter(|l| l.contains(" -")).collect();
+    Ok(sums.len() == 2 && sums[0] == sums[1])
+}
+
+/// A job of node 1 moved from node 2 to node 3; then node 2 loses power: the job runs on at
+/// node 3 and ends with its whole output at home.
+fn source_powered_off_after_the_move(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr]) -> Result<()> {
+    const N: u32 = 300;
+    let start = sh(
+        lab.node(0)?,
+        &format!("cd / && clump run --detach --on {} -- sh -c 'i=0; while [ $i -lt {N} ]; do echo $i; i=$((i+1)); sleep 0.1; done; exit 7'", addrs[1]),
+    )?;
+    let id = clump_lab::job_id(&start).with_context(|| format!("no job id:\n{start}"))?;
+    migrate(lab.node(0)?, &format!("clump migrate {id} {}", addrs[2]))?;
+    lab.node(1)?.kill()?;
+    eprintln!("migration: node 2 powered off after it moved {id} to node 3");
+    ensure!(
+        job(&ps(lab.node(2)?)?, &id).is_some_and(|j| j["state"] == "running"),
+        "node 3 does not run {id} after node 2 died"
+    );
+    let (code, text) = lab
+        .node(0)?
+        .shell(&format!("clump wait {id}"), Duration::from_secs(300))?;
+    ensure!(code == 7, "`clump wait` exited {code}, not the job's 7:\n{text}");
+    ensure!(
+        output_is_seq(lab.node(0)?, &id, N)?,
+        "the output of {id} is not 0..{} once each, in order",
+        N - 1
+    );
+    Ok(())
+}
+
+/// Node 3 loses power while a 128 MiB job is on its way there from node 1: the move fails,
+/// the job runs on at node 1, once, with its memory intact.
+fn target_powered_off_during_the_move(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr], home: u32) -> Result<()> {
+    let started = sh(
+        lab.node(0)?,
+        "cd / && clump run --detach --home -- clump-work mem --mib 128 --seconds 1200",
+    )?;
+    let id = clump_lab::job_id(&started).with_context(|| format!("no job id:\n{started}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sh(lab.node(0)?, &format!("clump output {id} | head -n 1"))?.contains("ready 128 MiB") {
+        ensure!(Instant::now() < deadline, "clump-work never filled its 128 MiB");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    sh(
+        lab.node(0)?,
+        &format!(
+            "(clump migrate {id} {} > /tmp/move.out 2>&1; echo exit=$? >> /tmp/move.out) &",
+            addrs[2]
+        ),
+    )?;
+    // The first pre-copy round is dumped and on its way.
+    let deadline = Instant::now() + MOVE;
+    while !lab
+        .node(0)?
+        .log_lines()?
+        .iter()
+        .any(|l| l.contains("pre-copy round") && l.contains(&id))
+    {
+        ensure!(Instant::now() < deadline, "the move of {id} never began");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.node(2)?.kill()?;
+    eprintln!("migration: node 3 powered off while {id} moved there");
+    let deadline = Instant::now() + MOVE + Duration::from_secs(60);
+    let said = loop {
+        let out = sh(lab.node(0)?, "cat /tmp/move.out")?;
+        if out.contains("exit=") {
+            break out;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "`clump migrate` did not give up on a dead target"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    ensure!(
+        !said.contains("exit=0"),
+        "the move to a dead node succeeded:\n{said}"
+    );
+    eprintln!("migration: the move to the dead node: {}", said.trim());
+    let h = ps(lab.node(0)?)?;
+    let j = job(&h, &id).context("home lost the job")?;
+    ensure!(
+        j["state"] == "running" && j["node"] == home && j["migrations"] == 0,
+        "the job after its failed move: {j}"
+    );
+    let ticks = |node: &mut Node| -> Result<u64> {
+        let out = sh(node, &format!("clump output {id} | grep -c tick"))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .next_back()
+            .unwrap_or(0))
+    };
+    let before = ticks(lab.node(0)?)?;
+    std::thread::sleep(Duration::from_secs(4));
+    let after = ticks(lab.node(0)?)?;
+    ensure!(
+        after > before,
+        "the job is not running on after the failed move ({before} -> {after} ticks)"
+    );
+    sh(lab.node(0)?, &format!("clump kill -s TERM {id}"))?;
+    let (code, text) = lab
+        .node(0)?
+        .shell(&format!("clump wait {id}"), Duration::from_secs(120))?;
+    let (_, out) = lab
+        .node(0)?
+        .shell(&format!("clump output {id} | tail -n 2"), SHELL)?;
+    ensure!(
+        code == 0 && out.contains("memory ok: 128 MiB"),
+        "the job after the failed move ({code}):\n{text}\n{out}"
+    );
     Ok(())
 }
