@@ -27,8 +27,23 @@ fn host_part(addr: Ipv4Addr, prefix: u8) -> u32 {
     u32::from(addr) & (u32::MAX >> prefix)
 }
 
+/// The jobs of `node` itself (started there, or guests there).
 fn ps(node: &mut Node) -> Result<Vec<Value>> {
-    let text = sh(node, "clump ps --json")?;
+    parse_ps(&sh(node, "clump ps --local --json")?)
+}
+
+/// The jobs of the cluster, as `node` gathers them.
+fn cluster_ps(node: &mut Node) -> Result<Vec<Value>> {
+    parse_ps(&sh(node, "clump ps --json")?)
+}
+
+fn parse_ps(text: &str) -> Result<Vec<Value>> {
+    // clumpd's log shares the console: its lines may fall between the JSON's.
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
+        .collect::<Vec<_>>()
+        .join("\n");
     let start = text.find('[').context("no JSON list in `clump ps --json`")?;
     let end = text.rfind(']').context("no JSON list in `clump ps --json`")?;
     serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
@@ -219,6 +234,16 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     ensure!(
         h["state"] == "running" && h["node"] == numbers[1],
         "home says {h}"
+    );
+    // Node 3, which never had the job, lists it too: once, as its home tells it.
+    let all = cluster_ps(lab.node(2)?)?;
+    let seen: Vec<&Value> = all.iter().filter(|j| j["id"] == id).collect();
+    ensure!(
+        seen.len() == 1
+            && seen[0]["node"] == numbers[1]
+            && seen[0]["home"] == numbers[0]
+            && seen[0]["migrations"] == 1,
+        "the cluster's ps from node 3: {all:?}"
     );
     std::thread::sleep(Duration::from_secs(3));
 

@@ -118,7 +118,12 @@ impl Client {
 
     /// Every job this node holds.
     pub fn ps(&mut self) -> Result<Vec<JobInfo>, ApiError> {
-        self.call(&Request::Ps)
+        self.call(&Request::Ps { local: true })
+    }
+
+    /// Every job in the cluster (of the nodes that answer).
+    pub fn cluster_ps(&mut self) -> Result<Vec<JobInfo>, ApiError> {
+        self.call(&Request::Ps { local: false })
     }
 
     /// Starts a job that runs on without a client; its id.

@@ -66,7 +66,11 @@ pub enum Request {
         offset: Option<u64>,
     },
     /// Every job this node holds; the reply is a list of [`crate::jobs::JobInfo`].
-    Ps,
+    /// With `local`, only this node's (its own jobs and its guests); else the cluster's.
+    Ps {
+        #[serde(default)]
+        local: bool,
+    },
     /// Send a signal (a name like `TERM` or a number) to a job; the reply is null.
     Signal { job: String, signal: String },
     /// What is kept of a job's output; the reply is a [`crate::jobs::Output`].
@@ -300,7 +304,7 @@ mod tests {
                 },
                 json!({"op": "attach", "job": "0a1b2c3d", "offset": 7}),
             ),
-            (Request::Ps, json!({"op": "ps"})),
+            (Request::Ps { local: false }, json!({"op": "ps", "local": false})),
             (
                 Request::Signal {
                     job: "0a1b2c3d".into(),

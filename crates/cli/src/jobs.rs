@@ -195,8 +195,9 @@ fn user_name(passwd: &str, uid: u32) -> String {
 }
 
 /// `clump ps [--json]`.
-pub fn ps(socket: &Path, json: bool) -> Result<()> {
-    let jobs = Client::connect(socket)?.ps()?;
+pub fn ps(socket: &Path, json: bool, local: bool) -> Result<()> {
+    let mut client = Client::connect(socket)?;
+    let jobs = if local { client.ps()? } else { client.cluster_ps()? };
     let text = if json {
         serde_json::to_string_pretty(&jobs).context("cannot encode the jobs")? + "\n"
     } else {

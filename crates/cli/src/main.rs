@@ -110,11 +110,15 @@ enum Command {
         )]
         command: Vec<String>,
     },
-    /// List the jobs of this node: id, user, home, node, state, CPU time, memory, command.
+    /// List the jobs of the cluster: id, user, home, node, state, CPU time, memory,
+    /// migrations, command, and why a job cannot move.
     Ps {
         /// Print them as JSON.
         #[arg(long)]
         json: bool,
+        /// Only this node's: the jobs started here and the guests it runs.
+        #[arg(long)]
+        local: bool,
     },
     /// Attach to a job: its kept output, then live output; stdin and signals go to it.
     Attach { job: String },
@@ -211,7 +215,7 @@ fn main() -> ExitCode {
             };
             jobs::run(&socket, placement, lock, detach, command)
         }
-        Command::Ps { json } => jobs::ps(&socket, json),
+        Command::Ps { json, local } => jobs::ps(&socket, json, local),
         Command::Attach { job } => jobs::attach(&socket, &job),
         Command::Wait { job } => jobs::wait(&socket, &job),
         Command::Output { job } => jobs::output(&socket, &job),
@@ -416,7 +420,20 @@ mod tests {
 
     #[test]
     fn job_commands() {
-        assert_eq!(parse(&["ps", "--json"]).unwrap(), Command::Ps { json: true });
+        assert_eq!(
+            parse(&["ps", "--json"]).unwrap(),
+            Command::Ps {
+                json: true,
+                local: false
+            }
+        );
+        assert_eq!(
+            parse(&["ps", "--local"]).unwrap(),
+            Command::Ps {
+                json: false,
+                local: true
+            }
+        );
         assert_eq!(
             parse(&["attach", "0a1b2c3d"]).unwrap(),
             Command::Attach {

@@ -266,7 +266,17 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                         }
                         Err(e) => reply::<()>(&mut out, Err(e))?,
                     },
-                    Request::Ps => write_line(&mut out, &Reply::Ok(jobs.ps()))?,
+                    Request::Ps { local } => {
+                        let mine = jobs.ps();
+                        let list = match hub.peers.get() {
+                            Some(peers) if !local => {
+                                let map = hub.lock().map.clone();
+                                crate::cluster_ps::gather(peers, &map, mine)
+                            }
+                            _ => mine,
+                        };
+                        write_line(&mut out, &Reply::Ok(list))?
+                    }
                     Request::Signal { job, signal } => reply(&mut out, jobs.signal(uid, &job, &signal))?,
                     Request::Output { job } => reply(&mut out, jobs.output(uid, &job))?,
                     Request::Wait { job } => reply(&mut out, jobs.wait(uid, &job))?,

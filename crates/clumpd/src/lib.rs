@@ -1,6 +1,7 @@
 //! The runtime daemon's parts; `main.rs` starts them and `daemon.rs` is the event loop.
 
 pub mod api_server;
+pub mod cluster_ps;
 pub mod config;
 pub mod daemon;
 pub mod lease;

@@ -34,6 +34,8 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_IMAGES: u64 = 8 << 30;
 /// The most rounds a move may have: pre-copy's and the final one.
 const MAX_ROUNDS: usize = precopy::MAX_ROUNDS + 1;
+/// The most job records taken from one node for `clump ps`.
+const MAX_LISTED: usize = 10_000;
 /// More concurrent peer streams than this are turned away.
 const MAX_STREAMS: usize = 64;
 
@@ -50,6 +52,8 @@ pub enum Hello {
         job: String,
         node: u32,
     },
+    /// `clump ps` of another node: the answer is one job record per message, then `null`.
+    Ps,
 }
 
 /// One round of a move's images, followed on the stream by their bytes in order. Each round
@@ -285,6 +289,12 @@ impl Peers {
                 self.home_side(link, job, node);
                 Ok(())
             }
+            Hello::Ps => {
+                for job in self.jobs.ps() {
+                    link.send_json(&Some(job))?;
+                }
+                link.send_json(&None::<JobInfo>)
+            }
         }
     }
 
@@ -460,6 +470,21 @@ impl Peers {
     }
 
     /// This node's number and job-stream address.
+    /// The jobs of the node at `to`.
+    pub fn remote_ps(&self, to: SocketAddr) -> Result<Vec<JobInfo>, LinkError> {
+        let mut link = Link::connect(to, &self.key, CONNECT_TIMEOUT)?;
+        link.send_json(&Hello::Ps)?;
+        link.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        let mut jobs = Vec::new();
+        while let Some(job) = link.recv_json::<Option<JobInfo>>()? {
+            if jobs.len() >= MAX_LISTED {
+                break;
+            }
+            jobs.push(job);
+        }
+        Ok(jobs)
+    }
+
     pub fn me(&self) -> (u32, SocketAddr) {
         (self.number, self.me)
     }
