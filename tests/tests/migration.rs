@@ -9,6 +9,11 @@
 //! read at home is complete and in order (no gap, no repeat), the exit status is the job's, and
 //! each node's `clump ps` tells where the job is.
 //!
+//! A job working in a directory of its own takes it along (an open input file included) and its
+//! output comes back to home's copy when it ends. A source node that loses power after the move
+//! leaves the job running at the target; a target that loses power during the move leaves it
+//! running at the source, once.
+//!
 //! The serial logs stay in `target/e2e/migration/`.
 
 use anyhow::{bail, ensure, Context, Result};
@@ -284,6 +289,7 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         bail!("the output is not 0..{} once each, in order:\n{full}", LINES - 1);
     }
 
+    working_directory_travels_and_comes_back(&mut lab, &addrs)?;
     source_powered_off_after_the_move(&mut lab, &addrs)?;
     target_powered_off_during_the_move(&mut lab, &addrs, numbers[0])?;
     lab.shutdown()?;
@@ -298,6 +304,40 @@ fn output_is_seq(node: &mut Node, id: &str, n: u32) -> Result<bool> {
     )?;
     let sums: Vec<&str> = output.lines().filter(|l| l.contains(" -")).collect();
     Ok(sums.len() == 2 && sums[0] == sums[1])
+}
+
+/// A job working in /root/work (not part of the image) with its input file open moves to node
+/// 2, reads the input there, writes its output there and ends: the output is in node 1's
+/// /root/work with the right content, and node 2 keeps nothing of it.
+fn working_directory_travels_and_comes_back(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr]) -> Result<()> {
+    let start = sh(
+        lab.node(0)?,
+        "mkdir -p /root/work && cd /root/work && seq 1 5000 > in.txt && md5sum < in.txt > /tmp/in.md5 \
+         && clump run --detach --home -- sh -c 'exec 3< in.txt; sleep 10; wc -l <&3 > out.txt; md5sum < in.txt >> out.txt; exit 3'",
+    )?;
+    let id = clump_lab::job_id(&start).with_context(|| format!("no job id:\n{start}"))?;
+    migrate(lab.node(0)?, &format!("clump migrate {id} {}", addrs[1]))?;
+    let (code, text) = lab
+        .node(0)?
+        .shell(&format!("clump wait {id}"), Duration::from_secs(120))?;
+    ensure!(code == 3, "`clump wait` exited {code}, not the job's 3:\n{text}");
+    let out = sh(lab.node(0)?, "cat /root/work/out.txt; echo; cat /tmp/in.md5")?;
+    let lines: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("clumpd:"))
+        .collect();
+    let sum = lines.last().copied().unwrap_or_default();
+    ensure!(
+        lines.first() == Some(&"5000") && sum.len() > 30 && lines.iter().filter(|l| **l == sum).count() == 2,
+        "the job's output at home is not 5000 lines and the input's checksum:\n{out}"
+    );
+    let left = sh(lab.node(1)?, "ls /root/work 2>&1 | head -n 3; echo end")?;
+    ensure!(
+        left.contains("No such file"),
+        "node 2 kept the job's working directory:\n{left}"
+    );
+    Ok(())
 }
 
 /// A job of node 1 moved from node 2 to node 3; then node 2 loses power: the job runs on at

@@ -51,6 +51,10 @@ struct Args {
     /// Where a moving job's CRIU images are written and received.
     #[arg(long, default_value = "/run/clump/migrate")]
     migrate_dir: PathBuf,
+    /// The most a job's working directory may hold (MiB) and still travel with it; a job in a
+    /// larger one stays where it is and says why.
+    #[arg(long, default_value_t = clump_jobs::workdir::DEFAULT_LIMIT >> 20)]
+    workdir_limit_mib: u64,
 }
 
 struct BootTime;
@@ -151,6 +155,7 @@ fn main() -> Result<()> {
         port,
         number,
         args.migrate_dir.clone(),
+        args.workdir_limit_mib << 20,
     ) {
         Ok(peers) => {
             let _ = hub.peers.set(peers);

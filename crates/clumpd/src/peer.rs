@@ -13,6 +13,7 @@ use clump_api::jobs::{base64_decode, base64_encode, MAX_CHUNK};
 use clump_api::{ExitStatus, JobInfo, Stream};
 use clump_jobs::checkpoint::Pipes;
 use clump_jobs::precopy::{self, Rounds};
+use clump_jobs::workdir::{self, Workdir, WorkdirError};
 use clump_jobs::{Control, Next, Route, Runtime};
 use clump_link::{Link, LinkError, Receiver, Sender};
 use clump_seal::ClusterKey;
@@ -69,6 +70,9 @@ pub struct Round {
 pub struct Last {
     pub job: JobInfo,
     pub pipes: Pipes,
+    /// The job's working directory, when it travels: its files' bytes follow the images.
+    #[serde(default)]
+    pub workdir: Option<Workdir>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -90,6 +94,14 @@ pub enum Up {
     },
     Exit {
         status: ExitStatus,
+    },
+    /// Before `exit`: the job's working directory as it left it here, for home's copy; its
+    /// files' bytes follow as `bytes` messages.
+    Files {
+        workdir: Workdir,
+    },
+    Bytes {
+        data: String,
     },
     /// Frozen, and every byte it wrote was sent: home may let a new node's output in.
     Drained,
@@ -168,6 +180,10 @@ pub struct Peers {
     work: PathBuf,
     /// At home: per job running elsewhere, the way to its node and who waits for a move.
     guests: Mutex<HashMap<String, GuestLink>>,
+    /// Working directories this node made for guests, by job: removed when the guest leaves.
+    staged: Mutex<HashMap<String, PathBuf>>,
+    /// The most bytes of files a working directory may carry.
+    workdir_limit: u64,
     streams: AtomicU64,
 }
 
@@ -211,6 +227,7 @@ impl Peers {
         port: u16,
         number: u32,
         work: PathBuf,
+        workdir_limit: u64,
     ) -> std::io::Result<Arc<Peers>> {
         let me = SocketAddr::from((addr, port));
         let listener = TcpListener::bind(me)?;
@@ -224,6 +241,8 @@ impl Peers {
             number,
             work,
             guests: Mutex::new(HashMap::new()),
+            staged: Mutex::new(HashMap::new()),
+            workdir_limit,
             streams: AtomicU64::new(0),
         });
         let server = peers.clone();
@@ -251,6 +270,53 @@ impl Peers {
 
     fn guests(&self) -> std::sync::MutexGuard<'_, HashMap<String, GuestLink>> {
         self.guests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, HashMap<String, PathBuf>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A guest left or ended: the working directory made for it goes.
+    fn unstage(&self, job: &str) {
+        if let Some(root) = self.staged().remove(job) {
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                tracing::warn!(job, dir = %root.display(), "cannot remove the job's staged working directory: {e}");
+            }
+        }
+    }
+
+    /// The working directory a job takes along, if it has one that travels.
+    fn workdir_of(&self, job: &str, pid: i32) -> Result<Option<Workdir>, String> {
+        match workdir::of(pid).filter(|d| workdir::travels(d)) {
+            None => Ok(None),
+            Some(dir) => workdir::scan(&dir, self.workdir_limit)
+                .map(Some)
+                .map_err(|e| format!("job {job} stays where it is: {e}")),
+        }
+    }
+
+    /// Target: writes a job's working directory before the restore needs it. At the job's
+    /// home it is the home's own (what changed away comes back); elsewhere a directory of that
+    /// path must not exist yet, unless this node made it for the job.
+    fn receive_workdir(&self, link: &mut Link, info: &JobInfo, wd: &Workdir) -> Result<(), String> {
+        let root = workdir::check(wd, self.workdir_limit).map_err(|e| e.to_string())?;
+        let at_home = info.home == Some(self.number);
+        let ours = self.staged().get(&info.id) == Some(&root);
+        if !at_home && !ours && std::fs::symlink_metadata(&root).is_ok() {
+            return Err(format!(
+                "node {} has a {} of its own: the job's working directory cannot go there",
+                self.number,
+                root.display()
+            ));
+        }
+        let written = workdir::write(wd, || {
+            link.recv()
+                .map_err(|e| WorkdirError::Io(std::io::Error::other(e.to_string())))
+        });
+        if !at_home {
+            self.staged().insert(info.id.clone(), root);
+        }
+        written.map_err(|e| format!("cannot write the job's working directory: {e}"))
     }
 
     fn serve(self: &Arc<Self>, conn: std::net::TcpStream) -> Result<(), LinkError> {
@@ -334,14 +400,28 @@ impl Peers {
                 return Err(e);
             }
         };
-        let Last { job: info, pipes } = last;
+        let Last {
+            job: info,
+            pipes,
+            workdir: wd,
+        } = last;
         if info.id != job {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(format!("the images are of job {}, not {job}", info.id));
         }
+        if let Some(wd) = &wd {
+            if let Err(e) = self.receive_workdir(link, &info, wd) {
+                let _ = std::fs::remove_dir_all(&dir);
+                self.unstage(job);
+                return Err(e);
+            }
+        }
         let restored = self.jobs.adopt(info.clone(), &pipes, &images);
         let _ = std::fs::remove_dir_all(&dir);
-        restored.map_err(|e| e.to_string())?;
+        if let Err(e) = restored {
+            self.unstage(job);
+            return Err(e.to_string());
+        }
         tracing::info!(
             job,
             received_ms,
@@ -423,6 +503,20 @@ impl Peers {
                     None => tracing::warn!(job, "undecodable output from node {node}"),
                 },
                 Up::Usage { cpu_ms, mem_kib } => self.jobs.remote_usage(&job, cpu_ms, mem_kib),
+                Up::Files { workdir: wd } => {
+                    if let Err(e) = copy_back(&mut rx, &wd, self.workdir_limit) {
+                        tracing::warn!(job, node, "the job's working directory did not come back: {e}");
+                    } else {
+                        tracing::info!(
+                            job,
+                            node,
+                            dir = wd.root,
+                            bytes = wd.bytes(),
+                            "working directory copied back"
+                        );
+                    }
+                }
+                Up::Bytes { .. } => tracing::warn!(job, node, "file bytes out of place"),
                 Up::Exit { status } => {
                     self.jobs.remote_exit(&job, Some(status));
                     self.finish_waiter(&job, Some(node), Err("the job ended".into()));
@@ -692,6 +786,7 @@ impl Transfer {
         if let Err(e) = self.link.send_json(&round) {
             return Err(self.link_err(e));
         }
+        let workdir = round.last.as_ref().and_then(|l| l.workdir.clone());
         for f in &files {
             let mut file = std::fs::File::open(dir.join(&f.name))
                 .map_err(|e| MoveError::Refused(format!("cannot read image {}: {e}", f.name)))?;
@@ -706,6 +801,21 @@ impl Transfer {
                 left -= want as u64;
             }
             self.bytes += f.size;
+        }
+        if let Some(wd) = &workdir {
+            let mut failed = None;
+            let sent = workdir::read_files(wd, clump_link::MAX_MESSAGE, |chunk| {
+                self.link.send(chunk).map_err(|e| {
+                    let text = e.to_string();
+                    failed = Some(e);
+                    WorkdirError::Io(std::io::Error::other(text))
+                })
+            });
+            if let Some(e) = failed {
+                return Err(self.link_err(e));
+            }
+            sent.map_err(|e| MoveError::Refused(format!("cannot read the job's working directory: {e}")))?;
+            self.bytes += wd.bytes();
         }
         if precopy {
             let node = self.node;
@@ -734,6 +844,47 @@ impl Transfer {
             Some(e) => Err(MoveError::Refused(format!("node {node}: {e}"))),
         }
     }
+}
+
+/// Guest, at the job's end: its working directory goes home, if this node staged one for it.
+fn send_workdir_home(peers: &Peers, tx: &Mutex<Sender>, job: &str) {
+    let Some(root) = peers.staged().get(job).cloned() else {
+        return;
+    };
+    let wd = match workdir::scan(&root, peers.workdir_limit) {
+        Ok(wd) => wd,
+        Err(e) => {
+            tracing::warn!(job, "the working directory cannot go home: {e}");
+            return;
+        }
+    };
+    if Guest::send(tx, &Up::Files { workdir: wd.clone() }).is_err() {
+        return;
+    }
+    let sent = workdir::read_files(&wd, MAX_CHUNK, |chunk| {
+        Guest::send(
+            tx,
+            &Up::Bytes {
+                data: base64_encode(chunk),
+            },
+        )
+        .map_err(|e| WorkdirError::Io(std::io::Error::other(e.to_string())))
+    });
+    if let Err(e) = sent {
+        tracing::warn!(job, "the working directory did not go home: {e}");
+    }
+}
+
+/// Home: writes what a guest sends of the job's working directory at its end into home's own.
+fn copy_back(rx: &mut Receiver, wd: &Workdir, limit: u64) -> Result<(), WorkdirError> {
+    workdir::check(wd, limit)?;
+    workdir::write(wd, || match rx.recv_json::<Up>() {
+        Ok(Up::Bytes { data }) => {
+            base64_decode(&data).ok_or_else(|| WorkdirError::BadPath("undecodable file bytes".into()))
+        }
+        Ok(other) => Err(WorkdirError::BadPath(format!("{other:?} among the file bytes"))),
+        Err(e) => Err(WorkdirError::Io(std::io::Error::other(e.to_string()))),
+    })
 }
 
 /// Bytes free in the file system of `dir`.
@@ -774,6 +925,11 @@ fn carry(
     let jobs = &peers.jobs;
     let refused = |e: clump_jobs::JobError| MoveError::Refused(e.to_string());
     let moving = jobs.start_move(job).map_err(refused)?;
+    // Before any round: a working directory that cannot travel keeps the job here.
+    if let Err(e) = peers.workdir_of(job, moving.pid) {
+        jobs.cancel_move(job);
+        return Err(MoveError::Refused(e));
+    }
     let dir = peers.work.join(format!("out-{job}"));
     let _ = std::fs::remove_dir_all(&dir);
     let started = Instant::now();
@@ -842,21 +998,26 @@ fn carry(
         }
     };
     let precopied = transfer.bytes;
-    let result = drained().map_err(MoveError::Refused).and_then(|()| {
-        transfer.send_round(
-            &here,
-            Some(Last {
-                job: frozen.info.clone(),
-                pipes: frozen.pipes,
-            }),
-        )?;
-        transfer.verdict()
-    });
+    let result = drained()
+        .and_then(|()| peers.workdir_of(job, moving.pid))
+        .map_err(MoveError::Refused)
+        .and_then(|wd| {
+            transfer.send_round(
+                &here,
+                Some(Last {
+                    job: frozen.info.clone(),
+                    pipes: frozen.pipes,
+                    workdir: wd,
+                }),
+            )?;
+            transfer.verdict()
+        });
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(()) => {
             let frozen_ms = u64::try_from(frozen_at.elapsed().as_millis()).unwrap_or(u64::MAX);
             jobs.let_go(job, node);
+            peers.unstage(job);
             tracing::info!(
                 job,
                 node,
@@ -920,6 +1081,7 @@ impl Guest {
             return;
         };
         let (tx, fwd, stop) = (self.tx.clone(), forwarded.clone(), closed.clone());
+        let peers = self.peers.clone();
         let forwarder = std::thread::Builder::new()
             .name("guest-up".into())
             .spawn(move || {
@@ -941,7 +1103,9 @@ impl Guest {
                             fwd.store(attachment.offset(), Ordering::SeqCst);
                         }
                         Next::Exit(status) => {
+                            send_workdir_home(&peers, &tx, attachment.job());
                             let _ = Guest::send(&tx, &Up::Exit { status });
+                            peers.unstage(attachment.job());
                             return;
                         }
                         Next::Closed => return,

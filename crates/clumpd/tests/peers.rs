@@ -9,6 +9,7 @@ mod common;
 use clump_api::{Client, JobInfo, MapState};
 use clump_clumpd::peer::{Hello, ImageFile, Last, Restored, Round};
 use clump_jobs::checkpoint::Pipes;
+use clump_jobs::workdir::{Entry, Kind, Workdir};
 use clump_link::{Link, LinkError};
 use clump_seal::ClusterKey;
 use common::{Net, KEY, OTHER_KEY};
@@ -116,6 +117,7 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
                     stderr: 3,
                     status: 4,
                 },
+                workdir: None,
             })),
         })
         .expect("round");
@@ -125,6 +127,57 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     let error = refused.expect("an answer").expect("a refusal");
     assert!(error.contains("not an image file name"), "{error}");
     assert!(!escape.exists(), "a peer wrote {}", escape.display());
+
+    // A working directory whose entries climb out of it: refused, nothing written.
+    let root = net.dir.path().join("w");
+    let planted = net.dir.path().join("planted.txt");
+    let root_text = root.to_str().expect("utf-8").to_owned();
+    let refused = in_netns(&peer, move || {
+        let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
+        link.send_json(&Hello::Restore {
+            job: "0a1b2c3e".into(),
+            home: "10.88.0.11:7171".parse().expect("addr"),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .expect("hello");
+        link.set_read_timeout(Some(T)).expect("timeout");
+        let taken = link.recv_json::<Restored>().expect("an answer to the hello");
+        assert_eq!(taken.error, None, "the hello was refused");
+        let job = JobInfo {
+            id: "0a1b2c3e".into(),
+            argv: vec!["sh".into()],
+            home: Some(11),
+            ..JobInfo::default()
+        };
+        link.send_json(&Round {
+            files: vec![],
+            last: Some(Box::new(Last {
+                job,
+                pipes: Pipes {
+                    stdin: 1,
+                    stdout: 2,
+                    stderr: 3,
+                    status: 4,
+                },
+                workdir: Some(Workdir {
+                    root: root_text,
+                    entries: vec![Entry {
+                        path: "../planted.txt".into(),
+                        mode: 0o644,
+                        mtime: 0,
+                        kind: Kind::File { size: 4 },
+                    }],
+                }),
+            })),
+        })
+        .expect("round");
+        let _ = link.send(b"evil");
+        link.recv_json::<Restored>().map(|r| r.error)
+    });
+    let error = refused.expect("an answer").expect("a refusal");
+    assert!(error.contains("not a path inside"), "{error}");
+    assert!(!planted.exists(), "a peer wrote {}", planted.display());
+    assert!(!root.exists(), "a refused working directory was made");
 
     // A node that says it runs a job this node never had: dropped.
     let claimed = in_netns(&peer, move || {

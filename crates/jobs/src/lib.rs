@@ -21,6 +21,7 @@ pub mod signals;
 pub mod spawn;
 pub mod stat;
 pub mod table;
+pub mod workdir;
 
 pub use migration::{Control, Frozen, Moving, Route};
 pub use runtime::{Attachment, Config, JobError, Next, Runtime};
