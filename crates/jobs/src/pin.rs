@@ -32,6 +32,36 @@ pub fn fd_reason(target: &str) -> Option<String> {
     None
 }
 
+/// Whether an fdinfo text's `flags:` (octal) opened the file for writing.
+pub fn opened_for_writing(fdinfo: &str) -> bool {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        // O_WRONLY = 1, O_RDWR = 2.
+        .is_some_and(|f| f & 0o3 != 0)
+}
+
+/// Why a regular file at `path` (open for writing or not) pins a job working in `cwd`: the
+/// working directory travels, the image's files are on every node, anything else is neither.
+pub fn file_reason(path: &Path, writing: bool, cwd: Option<&Path>) -> Option<String> {
+    if !path.is_absolute() || cwd.is_some_and(|c| crate::workdir::travels(c) && path.starts_with(c)) {
+        return None;
+    }
+    if writing {
+        return Some(format!(
+            "it has {} open for writing, outside its working directory",
+            path.display()
+        ));
+    }
+    crate::workdir::travels(path).then(|| {
+        format!(
+            "it has {} open, which is neither in the image nor in its working directory",
+            path.display()
+        )
+    })
+}
+
 /// Why a process with `/proc/<pid>/status` text `status` pins a job, if it does.
 pub fn status_reason(status: &str) -> Option<String> {
     let tracer = status
@@ -56,11 +86,27 @@ pub fn reason(reaper: i32) -> Option<String> {
         let Ok(fds) = std::fs::read_dir(proc.join("fd")) else {
             continue;
         };
+        let cwd = std::fs::read_link(proc.join("cwd")).ok();
+        if let Some(why) = std::fs::read_link(proc.join("exe"))
+            .ok()
+            .and_then(|exe| file_reason(&exe, false, cwd.as_deref()))
+        {
+            return Some(why.replace("it has", "its program is").replace(" open,", ","));
+        }
         for fd in fds.flatten() {
             let Ok(target) = std::fs::read_link(fd.path()) else {
                 continue;
             };
             if let Some(why) = fd_reason(&target.to_string_lossy()) {
+                return Some(why);
+            }
+            // Only regular files: pipes, sockets and the like have no path to travel.
+            if !std::fs::metadata(fd.path()).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let fdinfo = proc.join("fdinfo").join(fd.file_name());
+            let writing = std::fs::read_to_string(fdinfo).is_ok_and(|t| opened_for_writing(&t));
+            if let Some(why) = file_reason(&target, writing, cwd.as_deref()) {
                 return Some(why);
             }
         }
@@ -71,6 +117,29 @@ pub fn reason(reaper: i32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_pin_unless_they_travel_or_are_everywhere() {
+        let cwd = Some(Path::new("/root/work"));
+        assert_eq!(file_reason(Path::new("/root/work/out.txt"), true, cwd), None);
+        assert_eq!(
+            file_reason(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"), false, cwd),
+            None
+        );
+        assert!(file_reason(Path::new("/root/other/log"), true, cwd)
+            .is_some_and(|w| w.contains("open for writing")));
+        assert!(
+            file_reason(Path::new("/etc/motd"), true, cwd).is_some(),
+            "written system file"
+        );
+        assert!(file_reason(Path::new("/root/data/in"), false, cwd)
+            .is_some_and(|w| w.contains("neither in the image")));
+        // A job working in / takes nothing along: its own files pin it.
+        assert!(file_reason(Path::new("/tmp/x"), true, Some(Path::new("/"))).is_some());
+        assert!(opened_for_writing("pos:\t0\nflags:\t0100001\nmnt_id:\t22\n"));
+        assert!(opened_for_writing("flags:\t02100002\n"));
+        assert!(!opened_for_writing("pos:\t0\nflags:\t0100000\n"));
+    }
 
     #[test]
     fn sockets_devices_and_foreign_anon_inodes_pin_pipes_and_files_do_not() {
