@@ -9,7 +9,8 @@
 //! read at home is complete and in order (no gap, no repeat), the exit status is the job's, and
 //! each node's `clump ps` tells where the job is.
 //!
-//! A job working in a directory of its own takes it along (an open input file included) and its
+//! Input written to a job before a move and not read yet is read after it. A job working in a
+//! directory of its own takes it along (an open input file included) and its
 //! output comes back to home's copy when it ends. A source node that loses power after the move
 //! leaves the job running at the target; a target that loses power during the move leaves it
 //! running at the source, once.
@@ -290,6 +291,7 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     }
 
     working_directory_travels_and_comes_back(&mut lab, &addrs)?;
+    unread_input_travels(&mut lab, &addrs)?;
     source_powered_off_after_the_move(&mut lab, &addrs)?;
     target_powered_off_during_the_move(&mut lab, &addrs, numbers[0])?;
     lab.shutdown()?;
@@ -337,6 +339,33 @@ fn working_directory_travels_and_comes_back(lab: &mut clump_lab::Lab, addrs: &[I
         left.contains("No such file"),
         "node 2 kept the job's working directory:\n{left}"
     );
+    Ok(())
+}
+
+/// Input written to a job that has not read it yet when it moves is read on the new node.
+fn unread_input_travels(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr]) -> Result<()> {
+    let start = sh(
+        lab.node(0)?,
+        "cd / && clump run --detach --home -- sh -c 'sleep 8; read line; echo got $line; exit 5'",
+    )?;
+    let id = clump_lab::job_id(&start).with_context(|| format!("no job id:\n{start}"))?;
+    // Input that stays open (a job with its input closed does not move).
+    sh(
+        lab.node(0)?,
+        &format!("(echo pending-input; sleep 300) | clump attach {id} > /tmp/attach.out 2>&1 &"),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    migrate(lab.node(0)?, &format!("clump migrate {id} {}", addrs[1]))?;
+    let (code, text) = lab
+        .node(0)?
+        .shell(&format!("clump wait {id}"), Duration::from_secs(120))?;
+    ensure!(code == 5, "`clump wait` exited {code}, not the job's 5:\n{text}");
+    let out = sh(lab.node(0)?, &format!("clump output {id}"))?;
+    ensure!(
+        out.contains("got pending-input"),
+        "the input written before the move was not read after it:\n{out}"
+    );
+    sh(lab.node(0)?, "pkill -f 'sleep 300'; true")?;
     Ok(())
 }
 

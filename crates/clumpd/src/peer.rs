@@ -73,6 +73,9 @@ pub struct Last {
     /// The job's working directory, when it travels: its files' bytes follow the images.
     #[serde(default)]
     pub workdir: Option<Workdir>,
+    /// Input it had not read when it froze (base64): the target writes it to the job first.
+    #[serde(default)]
+    pub stdin: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -404,7 +407,12 @@ impl Peers {
             job: info,
             pipes,
             workdir: wd,
+            stdin,
         } = last;
+        let Some(stdin) = base64_decode(&stdin) else {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err("the job's pending input is not base64".into());
+        };
         if info.id != job {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(format!("the images are of job {}, not {job}", info.id));
@@ -421,6 +429,11 @@ impl Peers {
         if let Err(e) = restored {
             self.unstage(job);
             return Err(e.to_string());
+        }
+        if !stdin.is_empty() {
+            if let Err(e) = self.jobs.write_stdin(0, job, &stdin) {
+                tracing::warn!(job, "the input the job had not read is lost: {e}");
+            }
         }
         tracing::info!(
             job,
@@ -1008,6 +1021,7 @@ fn carry(
                     job: frozen.info.clone(),
                     pipes: frozen.pipes,
                     workdir: wd,
+                    stdin: base64_encode(&frozen.stdin),
                 }),
             )?;
             transfer.verdict()

@@ -118,6 +118,7 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
                     status: 4,
                 },
                 workdir: None,
+                stdin: String::new(),
             })),
         })
         .expect("round");
@@ -168,6 +169,7 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
                         kind: Kind::File { size: 4 },
                     }],
                 }),
+                stdin: String::new(),
             })),
         })
         .expect("round");

@@ -63,6 +63,49 @@ pub struct Frozen {
     pub pipes: Pipes,
     pub pid: i32,
     pub dir: PathBuf,
+    /// Input written to the job and not read yet: the target writes it to the job first.
+    pub stdin: Vec<u8>,
+}
+
+/// The most unread input carried: a pipe's default capacity.
+const MAX_HELD_STDIN: usize = 64 * 1024;
+
+/// Takes the bytes waiting in the job's stdin pipe (inode `ino`) out of it, through a
+/// process of the stopped tree that holds its read end: CRIU leaves inherited pipes' data
+/// behind, so without this the target's job would never read them.
+fn take_pending_stdin(reaper: i32, ino: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for pid in crate::stat::tree(reaper).into_iter().filter(|p| *p != reaper) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let is_it =
+                std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == format!("pipe:[{ino}]"));
+            if !is_it {
+                continue;
+            }
+            let Ok(reader) = rustix::fs::open(
+                fd.path(),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) else {
+                continue;
+            };
+            let mut buf = vec![0u8; MAX_HELD_STDIN];
+            while out.len() < MAX_HELD_STDIN {
+                let room = MAX_HELD_STDIN - out.len();
+                match rustix::io::read(&reader, &mut buf[..room]) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
+            return out;
+        }
+    }
+    out
 }
 
 fn inode(fd: &OwnedFd) -> u64 {
@@ -164,8 +207,12 @@ impl Runtime {
             self.thaw(job);
             return Err(JobError::Invalid(format!("cannot checkpoint job {job}: {e}")));
         }
+        let stdin = take_pending_stdin(pid, pipes.stdin);
         let mut st = self.lock();
         self.drain(&mut st, job);
+        if let Some(live) = st.live.get_mut(job) {
+            live.held_stdin = stdin.clone();
+        }
         let info = st
             .table
             .get(job)
@@ -183,6 +230,7 @@ impl Runtime {
             pipes,
             pid,
             dir: dir.to_owned(),
+            stdin,
         })
     }
 
@@ -211,6 +259,21 @@ impl Runtime {
         let mut st = self.lock();
         if let Some(live) = st.live.get_mut(job) {
             live.moving = false;
+            // The pipe was emptied by the freeze, so what it held fits back in.
+            let held = std::mem::take(&mut live.held_stdin);
+            if let Some(fd) = live.stdin.as_ref().filter(|_| !held.is_empty()) {
+                let mut rest = held.as_slice();
+                while !rest.is_empty() {
+                    match rustix::io::write(fd.as_ref(), rest) {
+                        Ok(n) => rest = &rest[n..],
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => {
+                            tracing::warn!(job, "input the job had not read is lost: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
             checkpoint::resume(live.pid);
             tracing::info!(job, "job resumed here");
         }
@@ -342,6 +405,7 @@ impl Runtime {
                 cgroup,
                 reaped: None,
                 moving: false,
+                held_stdin: Vec::new(),
             },
         );
         drop(st);

@@ -66,6 +66,9 @@ pub(crate) struct Live {
     pub(crate) reaped: Option<Option<ExitStatus>>,
     /// Being checkpointed: no second move, and `ps` does not read its pin reason meanwhile.
     pub(crate) moving: bool,
+    /// Input the frozen job had not read yet, taken out of its pipe to travel with it; put
+    /// back if it stays.
+    pub(crate) held_stdin: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -280,6 +283,7 @@ impl Runtime {
                 cgroup: cgroup.map(|(dir, _)| dir),
                 reaped: None,
                 moving: false,
+                held_stdin: Vec::new(),
             },
         );
         self.running.fetch_add(1, Ordering::Relaxed);
