@@ -603,6 +603,18 @@ impl Peers {
         (node, to): (u32, SocketAddr),
         precopy: bool,
     ) -> Result<MoveStats, MoveError> {
+        self.jobs.hold_controls(job);
+        let moved = self.move_job(job, (node, to), precopy);
+        self.jobs.release_controls(job);
+        moved
+    }
+
+    fn move_job(
+        self: &Arc<Self>,
+        job: &str,
+        (node, to): (u32, SocketAddr),
+        precopy: bool,
+    ) -> Result<MoveStats, MoveError> {
         if self.jobs.runs_here(job) {
             if node == self.number {
                 return Err(MoveError::Refused(format!(

@@ -473,6 +473,29 @@ impl Runtime {
         Ok(self.lock().table.owned(job, uid)?.info.clone())
     }
 
+    /// A move of the job begins (at its home): signals and input sent to it wait, so none is
+    /// lost on a node the job is leaving.
+    pub fn hold_controls(&self, job: &str) {
+        self.lock().held.entry(job.to_owned()).or_default();
+    }
+
+    /// The move is over, either way: what waited goes where the job runs now, in order.
+    pub fn release_controls(&self, job: &str) {
+        let Some(queue) = self.lock().held.remove(job) else {
+            return;
+        };
+        for control in queue {
+            let sent = match control {
+                Control::Signal(n) => self.signal(0, job, &n.to_string()),
+                Control::Stdin(bytes) => self.write_stdin(0, job, &bytes),
+                Control::Eof => self.close_stdin(0, job),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(job, "what waited for the move could not be delivered: {e}");
+            }
+        }
+    }
+
     /// Locks a job of this node to the node it runs on, or lets it move again.
     pub fn set_locked(&self, uid: u32, job: &str, locked: bool) -> Result<(), JobError> {
         let mut st = self.lock();

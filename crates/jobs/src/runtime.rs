@@ -77,7 +77,34 @@ pub(crate) struct State {
     pub(crate) live: HashMap<String, Live>,
     /// Jobs of this node that run on another: where signals and input go.
     pub(crate) routes: HashMap<String, crate::migration::Route>,
+    /// Jobs of this node being moved: signals and input wait here until the move is over, then
+    /// go where the job runs (see [`Runtime::hold_controls`]).
+    pub(crate) held: HashMap<String, Vec<crate::migration::Control>>,
     pub(crate) home: Option<u32>,
+}
+
+/// The most input held for a moving job.
+const MAX_HELD: usize = 1 << 20;
+
+impl State {
+    /// Queues `control` if the job is moving; the answer to give then.
+    fn held(&mut self, job: &str, control: crate::migration::Control) -> Option<Result<(), JobError>> {
+        let queue = self.held.get_mut(job)?;
+        let bytes: usize = queue
+            .iter()
+            .map(|c| match c {
+                crate::migration::Control::Stdin(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        if matches!(&control, crate::migration::Control::Stdin(b) if bytes + b.len() > MAX_HELD) {
+            return Some(Err(JobError::Invalid(format!(
+                "job {job} is moving: its input waits until it runs again, and 1 MiB waits already"
+            ))));
+        }
+        queue.push(control);
+        Some(Ok(()))
+    }
 }
 
 #[derive(Debug)]
@@ -325,6 +352,9 @@ impl Runtime {
         })?;
         let mut st = self.lock();
         st.table.owned(job, uid)?;
+        if let Some(answer) = st.held(job, crate::migration::Control::Signal(number)) {
+            return answer;
+        }
         if let Some(route) = st.routes.get(job) {
             return route.send(job, crate::migration::Control::Signal(number));
         }
@@ -396,6 +426,9 @@ impl Runtime {
         let fd = {
             let mut st = self.lock();
             st.table.owned(job, uid)?;
+            if let Some(answer) = st.held(job, crate::migration::Control::Stdin(bytes.to_vec())) {
+                return answer;
+            }
             if let Some(route) = st.routes.get(job) {
                 return route.send(job, crate::migration::Control::Stdin(bytes.to_vec()));
             }
@@ -423,6 +456,9 @@ impl Runtime {
     pub fn close_stdin(&self, uid: u32, job: &str) -> Result<(), JobError> {
         let mut st = self.lock();
         st.table.owned(job, uid)?;
+        if let Some(answer) = st.held(job, crate::migration::Control::Eof) {
+            return answer;
+        }
         if let Some(route) = st.routes.get(job) {
             return route.send(job, crate::migration::Control::Eof);
         }
