@@ -642,7 +642,11 @@ impl Peers {
             g.waiter = Some(tx);
             let _ = g.down.send(Down::Migrate { node, to, precopy });
         }
-        match rx.recv_timeout(RESTORE_TIMEOUT + Duration::from_secs(60)) {
+        // The guest stream ending ends the wait too (its node died): this bound is for a move
+        // that hangs, so it grows with the job's memory (pre-copy may send it twice, at 1 MiB/s).
+        let mib = self.jobs.info(job).map_or(0, |i| i.mem_kib >> 10);
+        let bound = RESTORE_TIMEOUT + Duration::from_secs(60 + 2 * mib);
+        match rx.recv_timeout(bound) {
             Ok(Ok(stats)) => Ok(stats),
             Ok(Err(reason)) => Err(MoveError::Refused(reason)),
             Err(_) => Err(MoveError::Refused(format!(
