@@ -169,21 +169,36 @@ mod tests {
 
     #[test]
     fn a_child_holding_a_socket_is_found_in_a_real_tree() {
-        // This test process stands in for the reaper (skipped, like a reaper); its child
-        // inherits a socket on purpose.
-        let me = i32::try_from(std::process::id()).expect("pid");
-        let mut plain = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep");
-        assert_eq!(reason(me), None, "a sleep holds nothing that pins");
+        // A shell stands in for the reaper (skipped, like a reaper), its sleep for the job:
+        // a tree of its own, so what other tests' children hold does not count, with the
+        // stdio a job has (not the test's, which may be a log file open for writing).
+        let tree = || {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 30 & wait"])
+                .current_dir("/")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("sh")
+        };
+        let pid = |c: &std::process::Child| i32::try_from(c.id()).expect("pid");
+        let started = |c: &std::process::Child| {
+            for _ in 0..200 {
+                if crate::stat::tree(pid(c)).len() > 1 {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let mut plain = tree();
+        started(&plain);
+        assert_eq!(reason(pid(&plain)), None, "a sleep holds nothing that pins");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         rustix::io::fcntl_setfd(&listener, rustix::io::FdFlags::empty()).expect("clear CLOEXEC");
-        let mut holder = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("sleep");
-        let why = reason(me);
+        let mut holder = tree();
+        started(&holder);
+        let why = reason(pid(&holder));
         for c in [&mut plain, &mut holder] {
             let _ = c.kill();
             let _ = c.wait();
