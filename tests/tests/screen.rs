@@ -132,18 +132,18 @@ fn scenario(lab: &mut Lab, saved: &Path) -> Result<()> {
 
     // 4. Node a's keyboard: F2 shows the shell's terminal (text, no tiles), Alt-F1 the screen.
     let expect: Expect = numbers.iter().map(|&n| (n, state_of(n, a, &[victim]))).collect();
+    // One press more if the first is not seen: under a loaded TCG host a QMP key press was
+    // missed once in CI (the same run alone passes); two misses fail.
+    let shell_shown = |shot: &Shot| match shot.tiles(&expect) {
+        Ok(()) => bail!("the tiles are still shown"),
+        Err(_) => Ok(()),
+    };
     lab.node(0)?.send_keys(&["f2"])?;
-    wait_for_screen(
-        lab,
-        0,
-        saved,
-        "f2-shell",
-        Instant::now() + KEY_BOUND,
-        |shot| match shot.tiles(&expect) {
-            Ok(()) => bail!("the tiles are still shown"),
-            Err(_) => Ok(()),
-        },
-    )?;
+    if wait_for_screen(lab, 0, saved, "f2-shell", Instant::now() + KEY_BOUND, shell_shown).is_err() {
+        eprintln!("screen: F2 was not seen; pressing it once more");
+        lab.node(0)?.send_keys(&["f2"])?;
+        wait_for_screen(lab, 0, saved, "f2-shell", Instant::now() + KEY_BOUND, shell_shown)?;
+    }
     lab.node(0)?.send_keys(&["alt", "f1"])?;
     wait_for_screen(lab, 0, saved, "alt-f1-back", Instant::now() + KEY_BOUND, |shot| {
         shot.tiles(&expect)
