@@ -39,6 +39,57 @@ fn key(hex: &str) -> ClusterKey {
     ClusterKey::from_hex(hex).expect("key")
 }
 
+/// Opens a restore of `job` from image version `version`: the stream and the answer.
+fn restore_hello(addr: SocketAddr, job: &str, version: &str) -> (Link, Restored) {
+    let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
+    link.send_json(&Hello::Restore {
+        job: job.into(),
+        home: "10.88.0.11:7171".parse().expect("addr"),
+        version: version.into(),
+    })
+    .expect("hello");
+    link.set_read_timeout(Some(T)).expect("timeout");
+    let answer = link.recv_json::<Restored>().expect("an answer to the hello");
+    (link, answer)
+}
+
+/// A restore of `job` taken at the hello, then a final round of `files` (and `workdir`),
+/// followed by bytes that are no image: the target's answer.
+fn last_round(
+    addr: SocketAddr,
+    job: &str,
+    files: Vec<ImageFile>,
+    workdir: Option<Workdir>,
+) -> Option<String> {
+    let (mut link, taken) = restore_hello(addr, job, env!("CARGO_PKG_VERSION"));
+    assert_eq!(taken.error, None, "the hello was refused");
+    let info = JobInfo {
+        id: job.into(),
+        argv: vec!["sh".into()],
+        home: Some(11),
+        ..JobInfo::default()
+    };
+    link.send_json(&Round {
+        files,
+        last: Some(Box::new(Last {
+            job: info,
+            pipes: Pipes {
+                stdin: 1,
+                stdout: 2,
+                stderr: 3,
+                status: 4,
+            },
+            workdir,
+            stdin: String::new(),
+        })),
+    })
+    .expect("round");
+    let _ = link.send(b"evil");
+    link.recv_json::<Restored>()
+        .expect("an answer to the round")
+        .error
+}
+
 #[test]
 fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     let mut net = Net::new("p", 2);
@@ -73,110 +124,34 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     assert!(garbage.is_some(), "a malformed hello got an answer");
 
     // A restore from another image version: refused before any image is sent.
-    let other_version = in_netns(&peer, move || {
-        let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
-        link.send_json(&Hello::Restore {
-            job: "0a1b2c3d".into(),
-            home: "10.88.0.11:7171".parse().expect("addr"),
-            version: "0".into(),
-        })
-        .expect("hello");
-        link.set_read_timeout(Some(T)).expect("timeout");
-        link.recv_json::<Restored>().map(|r| r.error)
-    });
-    let error = other_version.expect("an answer").expect("a refusal");
+    let other_version = in_netns(&peer, move || restore_hello(addr, "0a1b2c3d", "0").1);
+    let error = other_version.error.expect("a refusal");
     assert!(error.contains("image version"), "{error}");
 
     // A restore whose image names climb out of the images directory: refused, nothing written.
     let escape = net.dir.path().join("escaped.img");
     let name = format!("../../../../../../..{}", escape.display());
-    let refused = in_netns(&peer, move || {
-        let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
-        link.send_json(&Hello::Restore {
-            job: "0a1b2c3d".into(),
-            home: "10.88.0.11:7171".parse().expect("addr"),
-            version: env!("CARGO_PKG_VERSION").into(),
-        })
-        .expect("hello");
-        link.set_read_timeout(Some(T)).expect("timeout");
-        let taken = link.recv_json::<Restored>().expect("an answer to the hello");
-        assert_eq!(taken.error, None, "the hello was refused");
-        let job = JobInfo {
-            id: "0a1b2c3d".into(),
-            argv: vec!["sh".into()],
-            home: Some(11),
-            ..JobInfo::default()
-        };
-        link.send_json(&Round {
-            files: vec![ImageFile { name, size: 4 }],
-            last: Some(Box::new(Last {
-                job,
-                pipes: Pipes {
-                    stdin: 1,
-                    stdout: 2,
-                    stderr: 3,
-                    status: 4,
-                },
-                workdir: None,
-                stdin: String::new(),
-            })),
-        })
-        .expect("round");
-        let _ = link.send(b"evil");
-        link.recv_json::<Restored>().map(|r| r.error)
-    });
-    let error = refused.expect("an answer").expect("a refusal");
+    let error = in_netns(&peer, move || {
+        last_round(addr, "0a1b2c3d", vec![ImageFile { name, size: 4 }], None)
+    })
+    .expect("a refusal");
     assert!(error.contains("not an image file name"), "{error}");
     assert!(!escape.exists(), "a peer wrote {}", escape.display());
 
     // A working directory whose entries climb out of it: refused, nothing written.
     let root = net.dir.path().join("w");
     let planted = net.dir.path().join("planted.txt");
-    let root_text = root.to_str().expect("utf-8").to_owned();
-    let refused = in_netns(&peer, move || {
-        let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
-        link.send_json(&Hello::Restore {
-            job: "0a1b2c3e".into(),
-            home: "10.88.0.11:7171".parse().expect("addr"),
-            version: env!("CARGO_PKG_VERSION").into(),
-        })
-        .expect("hello");
-        link.set_read_timeout(Some(T)).expect("timeout");
-        let taken = link.recv_json::<Restored>().expect("an answer to the hello");
-        assert_eq!(taken.error, None, "the hello was refused");
-        let job = JobInfo {
-            id: "0a1b2c3e".into(),
-            argv: vec!["sh".into()],
-            home: Some(11),
-            ..JobInfo::default()
-        };
-        link.send_json(&Round {
-            files: vec![],
-            last: Some(Box::new(Last {
-                job,
-                pipes: Pipes {
-                    stdin: 1,
-                    stdout: 2,
-                    stderr: 3,
-                    status: 4,
-                },
-                workdir: Some(Workdir {
-                    root: root_text,
-                    entries: vec![Entry {
-                        path: "../planted.txt".into(),
-                        mode: 0o644,
-                        mtime: 0,
-                        kind: Kind::File { size: 4 },
-                    }],
-                }),
-                stdin: String::new(),
-            })),
-        })
-        .expect("round");
-        let _ = link.send(b"evil");
-        link.recv_json::<Restored>().map(|r| r.error)
-    });
-    let error = refused.expect("an answer").expect("a refusal");
+    let workdir = Workdir {
+        root: root.to_str().expect("utf-8").to_owned(),
+        entries: vec![Entry {
+            path: "../planted.txt".into(),
+            mode: 0o644,
+            mtime: 0,
+            kind: Kind::File { size: 4 },
+        }],
+    };
+    let error =
+        in_netns(&peer, move || last_round(addr, "0a1b2c3e", vec![], Some(workdir))).expect("a refusal");
     assert!(error.contains("not a path inside"), "{error}");
     assert!(!planted.exists(), "a peer wrote {}", planted.display());
     assert!(!root.exists(), "a refused working directory was made");
