@@ -74,60 +74,6 @@ fn migrate(node: &mut Node, command: &str) -> Result<String> {
     Ok(said.to_owned())
 }
 
-/// Starts `clump-work mem` of `mib` MiB at home and waits until its memory is filled.
-fn start_mem_job(node: &mut Node, mib: u32) -> Result<String> {
-    let started = sh(
-        node,
-        &format!("cd / && clump run --detach --home -- clump-work mem --mib {mib} --seconds 1200"),
-    )?;
-    let id = clump_lab::job_id(&started).with_context(|| format!("no job id:\n{started}"))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !sh(node, &format!("clump output {id} | head -n 1"))?.contains(&format!("ready {mib} MiB")) {
-        ensure!(Instant::now() < deadline, "clump-work never filled its {mib} MiB");
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    Ok(id)
-}
-
-/// Starts `command` in the background on `node`; its output and `exit=STATUS` go to `file`.
-fn in_background(node: &mut Node, command: &str, file: &str) -> Result<()> {
-    sh(
-        node,
-        &format!("({command} > {file} 2>&1; echo exit=$? >> {file}) &"),
-    )
-    .map(drop)
-}
-
-/// What a command started by [`in_background`] printed, once it ended, within `bound`.
-fn background_result(node: &mut Node, file: &str, bound: Duration) -> Result<String> {
-    let deadline = Instant::now() + bound;
-    loop {
-        let out = sh(node, &format!("cat {file}"))?;
-        if out.contains("exit=") {
-            return Ok(out);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the command writing {file} did not finish"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
-}
-
-/// Waits until `node` logged a pre-copy round of job `id`: a move of it is under way.
-fn wait_for_precopy(node: &mut Node, id: &str) -> Result<()> {
-    let deadline = Instant::now() + MOVE;
-    while !node
-        .log_lines()?
-        .iter()
-        .any(|l| l.contains("pre-copy round") && l.contains(id))
-    {
-        ensure!(Instant::now() < deadline, "the move of {id} never began");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
 /// From "... in T ms (frozen F ms, ...": (T, F).
 fn move_times(said: &str) -> Option<(u64, u64)> {
     let total = said.split(" in ").nth(1)?.split(' ').next()?.parse().ok()?;
@@ -240,7 +186,16 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
 
     // Memory: a job holding 256 MiB that keeps changing moves there and back with pre-copy;
     // told to end (TERM), it checks every page against what it last wrote.
-    let mem = start_mem_job(lab.node(0)?, 256)?;
+    let mem = sh(
+        lab.node(0)?,
+        "cd / && clump run --detach --home -- clump-work mem --mib 256 --seconds 1200",
+    )?;
+    let mem = clump_lab::job_id(&mem).with_context(|| format!("no job id:\n{mem}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sh(lab.node(0)?, &format!("clump output {mem} | head -n 1"))?.contains("ready 256 MiB") {
+        ensure!(Instant::now() < deadline, "clump-work never filled its 256 MiB");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let check_precopy = |command: &str, said: &str| -> Result<()> {
         let (total, frozen) =
             move_times(said).with_context(|| format!("no times in `{command}`'s answer: {said}"))?;
@@ -254,10 +209,30 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
     check_precopy(&there, &migrate(lab.node(0)?, &there)?)?;
     // Back home, and TERM sent while it moves: the signal waits at home and reaches the job
     // where it runs once the move is over; the job then checks its pages and ends.
-    in_background(lab.node(0)?, &format!("clump home {mem}"), "/tmp/home.out")?;
-    wait_for_precopy(lab.node(1)?, &mem)?;
+    sh(
+        lab.node(0)?,
+        &format!("(clump home {mem} > /tmp/home.out 2>&1; echo exit=$? >> /tmp/home.out) &"),
+    )?;
+    let deadline = Instant::now() + MOVE;
+    while !lab
+        .node(1)?
+        .log_lines()?
+        .iter()
+        .any(|l| l.contains("pre-copy round") && l.contains(&mem))
+    {
+        ensure!(Instant::now() < deadline, "the move of {mem} home never began");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     sh(lab.node(0)?, &format!("clump kill -s TERM {mem}"))?;
-    let said = background_result(lab.node(0)?, "/tmp/home.out", MOVE)?;
+    let deadline = Instant::now() + MOVE;
+    let said = loop {
+        let out = sh(lab.node(0)?, "cat /tmp/home.out")?;
+        if out.contains("exit=") {
+            break out;
+        }
+        ensure!(Instant::now() < deadline, "`clump home {mem}` did not finish");
+        std::thread::sleep(Duration::from_secs(2));
+    };
     ensure!(said.contains("exit=0"), "`clump home {mem}` failed:\n{said}");
     let line = said
         .lines()
@@ -334,7 +309,12 @@ fn a_running_job_moves_home_to_two_to_three_to_home_with_its_output_complete_and
         .node(0)?
         .shell(&format!("clump wait {id}"), Duration::from_secs(300))?;
     ensure!(code == 7, "`clump wait` exited {code}, not the job's 7:\n{text}");
-    if !output_is_seq(lab.node(0)?, &id, LINES)? {
+    let (_, output) = lab.node(0)?.shell(
+        &format!("clump output {id} | md5sum; seq 0 {} | md5sum", LINES - 1),
+        SHELL,
+    )?;
+    let sums: Vec<&str> = output.lines().filter(|l| l.contains(" -")).collect();
+    if sums.len() != 2 || sums[0] != sums[1] {
         let (_, full) = lab
             .node(0)?
             .shell(&format!("clump output {id} | tr '\\n' ' '"), SHELL)?;
@@ -451,18 +431,48 @@ fn source_powered_off_after_the_move(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr
 /// Node 3 loses power while a 128 MiB job is on its way there from node 1: the move fails,
 /// the job runs on at node 1, once, with its memory intact.
 fn target_powered_off_during_the_move(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr], home: u32) -> Result<()> {
-    let id = start_mem_job(lab.node(0)?, 128)?;
-    in_background(
+    let started = sh(
         lab.node(0)?,
-        &format!("clump migrate {id} {}", addrs[2]),
-        "/tmp/move.out",
+        "cd / && clump run --detach --home -- clump-work mem --mib 128 --seconds 1200",
+    )?;
+    let id = clump_lab::job_id(&started).with_context(|| format!("no job id:\n{started}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sh(lab.node(0)?, &format!("clump output {id} | head -n 1"))?.contains("ready 128 MiB") {
+        ensure!(Instant::now() < deadline, "clump-work never filled its 128 MiB");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    sh(
+        lab.node(0)?,
+        &format!(
+            "(clump migrate {id} {} > /tmp/move.out 2>&1; echo exit=$? >> /tmp/move.out) &",
+            addrs[2]
+        ),
     )?;
     // The first pre-copy round is dumped and on its way.
-    wait_for_precopy(lab.node(0)?, &id)?;
+    let deadline = Instant::now() + MOVE;
+    while !lab
+        .node(0)?
+        .log_lines()?
+        .iter()
+        .any(|l| l.contains("pre-copy round") && l.contains(&id))
+    {
+        ensure!(Instant::now() < deadline, "the move of {id} never began");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     lab.node(2)?.kill()?;
     eprintln!("migration: node 3 powered off while {id} moved there");
-    let said = background_result(lab.node(0)?, "/tmp/move.out", MOVE + Duration::from_secs(60))
-        .context("`clump migrate` did not give up on a dead target")?;
+    let deadline = Instant::now() + MOVE + Duration::from_secs(60);
+    let said = loop {
+        let out = sh(lab.node(0)?, "cat /tmp/move.out")?;
+        if out.contains("exit=") {
+            break out;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "`clump migrate` did not give up on a dead target"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
     ensure!(
         !said.contains("exit=0"),
         "the move to a dead node succeeded:\n{said}"
