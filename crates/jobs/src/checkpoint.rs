@@ -74,28 +74,24 @@ fn check(action: &'static str, status: std::process::ExitStatus, log: &Path) -> 
     })
 }
 
-/// Runs `criu ACTION -t REAPER -D DIR -o DIR/ACTION.log` with `options` after them, and
-/// `--track-mem --prev-images-dir PARENT` when a parent round is given: without --track-mem
-/// CRIU ignores the parent and writes every page again.
-fn checkpoint(
-    action: &'static str,
-    reaper: i32,
-    dir: &Path,
-    parent: Option<&str>,
-    options: &[&str],
-) -> Result<(), CheckpointError> {
+/// Dumps the process tree of `reaper` into `dir` and leaves it stopped. With `parent` (the
+/// previous [`pre_dump`] round's directory, relative to `dir` as CRIU wants: `../1`), only the
+/// pages written since that round go into `dir`.
+pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir)?;
-    let log = dir.join(format!("{action}.log"));
+    let log = dir.join("dump.log");
     let mut cmd = Command::new(CRIU);
-    cmd.arg(action)
+    cmd.arg("dump")
         .arg("-t")
         .arg(reaper.to_string())
         .arg("-D")
         .arg(dir)
         .arg("-o")
         .arg(&log)
-        .args(options);
+        .arg("--leave-stopped")
+        .args(COMMON);
     if let Some(parent) = parent {
+        // Without --track-mem the final dump ignores the parent and writes every page again.
         cmd.arg("--track-mem").arg("--prev-images-dir").arg(parent);
     }
     let status = cmd
@@ -104,31 +100,38 @@ fn checkpoint(
         .stderr(Stdio::null())
         .status()
         .map_err(CheckpointError::Spawn)?;
-    check(action, status, &log)
-}
-
-/// Dumps the process tree of `reaper` into `dir` and leaves it stopped. With `parent` (the
-/// previous [`pre_dump`] round's directory, relative to `dir` as CRIU wants: `../1`), only the
-/// pages written since that round go into `dir`.
-pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), CheckpointError> {
-    let mut options = vec!["--leave-stopped"];
-    options.extend(COMMON);
-    checkpoint("dump", reaper, dir, parent, &options)
+    check("dump", status, &log)
 }
 
 /// One pre-copy round: copies the memory of `reaper`'s tree into `dir` while it runs on (it is
 /// stopped only while CRIU reads the page tables) and starts tracking what it writes after, for
 /// the next round; `parent` as for [`dump`]. Returns the bytes of memory the round wrote.
 pub fn pre_dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<u64, CheckpointError> {
-    // "read" copies the pages with process_vm_readv after the tree runs again: a shorter stop
-    // than "splice" (CRIU's man page). The first round has no parent but tracks from then on.
-    let options = ["--track-mem", "--pre-dump-mode=read", "--manage-cgroups=ignore"];
-    let first = if parent.is_none() {
-        &options[..]
-    } else {
-        &options[1..]
-    };
-    checkpoint("pre-dump", reaper, dir, parent, first)?;
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("pre-dump.log");
+    let mut cmd = Command::new(CRIU);
+    cmd.arg("pre-dump")
+        .arg("-t")
+        .arg(reaper.to_string())
+        .arg("-D")
+        .arg(dir)
+        .arg("-o")
+        .arg(&log)
+        .arg("--track-mem")
+        // "read" copies the pages with process_vm_readv after the tree runs again: a shorter
+        // stop than "splice" (CRIU's man page).
+        .arg("--pre-dump-mode=read")
+        .arg("--manage-cgroups=ignore");
+    if let Some(parent) = parent {
+        cmd.arg("--prev-images-dir").arg(parent);
+    }
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(CheckpointError::Spawn)?;
+    check("pre-dump", status, &log)?;
     Ok(pages_bytes(dir))
 }
 

@@ -262,8 +262,16 @@ impl Runtime {
             // The pipe was emptied by the freeze, so what it held fits back in.
             let held = std::mem::take(&mut live.held_stdin);
             if let Some(fd) = live.stdin.as_ref().filter(|_| !held.is_empty()) {
-                if let Err(e) = crate::runtime::write_all(fd, &held) {
-                    tracing::warn!(job, "input the job had not read is lost: {e}");
+                let mut rest = held.as_slice();
+                while !rest.is_empty() {
+                    match rustix::io::write(fd.as_ref(), rest) {
+                        Ok(n) => rest = &rest[n..],
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => {
+                            tracing::warn!(job, "input the job had not read is lost: {e}");
+                            break;
+                        }
+                    }
                 }
             }
             checkpoint::resume(live.pid);

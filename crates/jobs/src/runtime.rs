@@ -83,18 +83,6 @@ pub(crate) struct State {
     pub(crate) home: Option<u32>,
 }
 
-/// Writes all of `bytes` to `fd`, waiting while a pipe is full.
-pub(crate) fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> rustix::io::Result<()> {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// The most input held for a moving job.
 const MAX_HELD: usize = 1 << 20;
 
@@ -434,7 +422,7 @@ impl Runtime {
     }
 
     /// Writes to the job's stdin, waiting while its pipe is full.
-    pub fn write_stdin(&self, uid: u32, job: &str, bytes: &[u8]) -> Result<(), JobError> {
+    pub fn write_stdin(&self, uid: u32, job: &str, mut bytes: &[u8]) -> Result<(), JobError> {
         let fd = {
             let mut st = self.lock();
             st.table.owned(job, uid)?;
@@ -449,10 +437,19 @@ impl Runtime {
                 .and_then(|l| l.stdin.clone())
                 .ok_or_else(|| JobError::Ended(job.into()))?
         };
-        write_all(&fd, bytes).map_err(|e| JobError::Stdin {
-            job: job.into(),
-            source: e.into(),
-        })
+        while !bytes.is_empty() {
+            match rustix::io::write(&fd, bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(JobError::Stdin {
+                        job: job.into(),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Closes the runtime's end of the job's stdin: the job reads EOF.

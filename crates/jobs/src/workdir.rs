@@ -328,30 +328,21 @@ mod tests {
             scan(from.path(), 1000),
             Err(WorkdirError::TooBig { .. })
         ));
-        assert!(check(&one_file("/tmp/x", "../../etc/shadow"), DEFAULT_LIMIT).is_err());
+        let evil = Workdir {
+            root: "/tmp/x".into(),
+            entries: vec![Entry {
+                path: "../../etc/shadow".into(),
+                mode: 0o644,
+                mtime: 0,
+                kind: Kind::File { size: 1 },
+            }],
+        };
+        assert!(check(&evil, DEFAULT_LIMIT).is_err());
         let system = Workdir {
             root: "/etc".into(),
             entries: vec![],
         };
         assert!(check(&system, DEFAULT_LIMIT).is_err());
-    }
-
-    /// A one-byte file at `path` under `root`.
-    fn one_file(root: &str, path: &str) -> Workdir {
-        Workdir {
-            root: root.into(),
-            entries: vec![Entry {
-                path: path.into(),
-                mode: 0o644,
-                mtime: 0,
-                kind: Kind::File { size: 1 },
-            }],
-        }
-    }
-
-    fn write_one(wd: &Workdir) -> Result<(), WorkdirError> {
-        let mut once = Some(vec![b'x']);
-        write(wd, || once.take().ok_or(WorkdirError::BadPath("x".into())))
     }
 
     #[test]
@@ -361,12 +352,33 @@ mod tests {
         let root = to.path().join("w");
         std::fs::create_dir(&root).expect("mkdir");
         std::os::unix::fs::symlink(outside.path(), root.join("d")).expect("symlink");
-        let root = root.to_str().expect("utf-8");
-        assert!(write_one(&one_file(root, "d/planted")).is_err());
+        let wd = Workdir {
+            root: root.to_str().expect("utf-8").into(),
+            entries: vec![Entry {
+                path: "d/planted".into(),
+                mode: 0o644,
+                mtime: 0,
+                kind: Kind::File { size: 1 },
+            }],
+        };
+        let mut once = Some(vec![b'x']);
+        let result = write(&wd, || once.take().ok_or(WorkdirError::BadPath("x".into())));
+        assert!(result.is_err());
         assert!(!outside.path().join("planted").exists());
         // Deeper: a real directory behind the symlink does not make the way safe.
         std::fs::create_dir(outside.path().join("sub")).expect("mkdir");
-        assert!(write_one(&one_file(root, "d/sub/planted")).is_err());
+        let deeper = Workdir {
+            root: wd.root.clone(),
+            entries: vec![Entry {
+                path: "d/sub/planted".into(),
+                mode: 0o644,
+                mtime: 0,
+                kind: Kind::File { size: 1 },
+            }],
+        };
+        let mut once = Some(vec![b'x']);
+        let result = write(&deeper, || once.take().ok_or(WorkdirError::BadPath("x".into())));
+        assert!(result.is_err());
         assert!(!outside.path().join("sub/planted").exists());
     }
 }
