@@ -44,6 +44,7 @@ fn node(i: u32) -> NodeEntry {
         version: Some("0.1.0".into()),
         state: if i == 1 { NodeState::This } else { NodeState::Alive },
         last_seen_ms: 1_760_000_000_000,
+        blocked: false,
         conflicts: Vec::new(),
     }
 }

@@ -29,6 +29,18 @@ const GRACE: Duration = Duration::from_secs(3);
 /// reverse start order).
 const STEP: Duration = Duration::from_secs(2);
 
+/// clumpd first sends its guest jobs away (up to 60 s, its `DRAIN_BOUND`), so the next service
+/// (the network) waits for it longer.
+const CLUMPD_STOP: Duration = Duration::from_secs(65);
+
+fn stop_wait(name: &str) -> Duration {
+    if name == "clumpd" {
+        CLUMPD_STOP
+    } else {
+        STEP
+    }
+}
+
 pub fn shutdown(action: Action, reason: &str, supervisor: &mut Supervisor) -> ! {
     tracing::info!(action = action.name(), reason, "shutdown");
     log::stage("shutdown");
@@ -36,7 +48,8 @@ pub fn shutdown(action: Action, reason: &str, supervisor: &mut Supervisor) -> ! 
     // One by one, the last started first: clumpd announces its leave while netd still holds
     // the address; a service that takes longer than STEP goes on stopping beside the next.
     while let Some(pid) = supervisor.stop_next(&mut spawner) {
-        wait_until(STEP, || {
+        let wait = supervisor.name_of(pid).map_or(STEP, stop_wait);
+        wait_until(wait, || {
             reap_services(supervisor);
             !supervisor.is_running(pid)
         });

@@ -236,6 +236,14 @@ impl Supervisor {
         None
     }
 
+    /// The name of the service running as `pid`.
+    pub fn name_of(&self, pid: i32) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
+            .map(|s| s.spec.name.as_str())
+    }
+
     /// Whether `pid` is one of the services and still runs.
     pub fn is_running(&self, pid: i32) -> bool {
         self.services

@@ -4,7 +4,8 @@ use crate::error::ApiError;
 use crate::jobs::{ExitStatus, JobInfo, Migrated, Output, Started, StreamInput, StreamOutput};
 use crate::map::NodeMap;
 use crate::protocol::{
-    read_line_max, write_line, Event, Reply, Request, Speed, Stats, MAX_LINE, MAX_REPLY_LINE,
+    read_line_max, write_line, Event, NodeChange, NodeControl, Reply, Request, Speed, Stats, MAX_LINE,
+    MAX_REPLY_LINE,
 };
 use serde::de::DeserializeOwned;
 use std::io::{self, BufReader};
@@ -88,6 +89,11 @@ impl Client {
     /// Fixes this node's speed, or with `None` goes back to the measured figure (root only).
     pub fn set_speed(&mut self, speed: Option<u32>) -> Result<Speed, ApiError> {
         self.call(&Request::SetSpeed { speed })
+    }
+
+    /// This node's guest policy and balancer, after `change` if one is given (root only).
+    pub fn node(&mut self, change: Option<NodeChange>) -> Result<NodeControl, ApiError> {
+        self.call(&Request::Node { change })
     }
 
     /// Changes how long each reply may take (the default is [`TIMEOUT`]).

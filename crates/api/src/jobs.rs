@@ -101,6 +101,10 @@ pub struct JobInfo {
     /// until `clump unlock`.
     #[serde(default)]
     pub locked: bool,
+    /// Why the balancer keeps it where it is, or sends it away, in words (its output rate,
+    /// short memory...); null when it has nothing to say.
+    #[serde(default)]
+    pub balance: Option<String>,
 }
 
 /// The reply to `migrate`.

@@ -19,6 +19,6 @@ pub use jobs::{
 };
 pub use map::{Conflict, Dropped, Foreign, MapState, NodeEntry, NodeMap, NodeState, MAP_VERSION, NODES_FILE};
 pub use protocol::{
-    read_line, read_line_max, write_line, Event, EventKind, Reply, Request, Speed, Stats, MAX_LINE,
-    MAX_REPLY_LINE,
+    read_line, read_line_max, write_line, Event, EventKind, NodeChange, NodeControl, Reply, Request, Speed,
+    Stats, MAX_LINE, MAX_REPLY_LINE,
 };

@@ -89,6 +89,10 @@ pub struct NodeEntry {
     pub state: NodeState,
     /// When this node last heard from it (unix ms, 0 = never).
     pub last_seen_ms: u64,
+    /// It takes no guest jobs now: blocked (`clump node block`), outside its after-hours
+    /// window, draining or leaving.
+    #[serde(default)]
+    pub blocked: bool,
     /// Conflicts are flagged, never merged.
     #[serde(default)]
     pub conflicts: Vec<Conflict>,
@@ -116,6 +120,7 @@ impl NodeEntry {
             version: None,
             state,
             last_seen_ms: 0,
+            blocked: false,
             conflicts: Vec::new(),
         }
     }
@@ -367,6 +372,7 @@ pub(crate) mod tests {
             version: Some("0.1.0".into()),
             state,
             last_seen_ms: 1_000_000,
+            blocked: false,
             conflicts: vec![],
         };
         let mut small = node(2, NodeState::Alive);
@@ -379,6 +385,7 @@ pub(crate) mod tests {
             number: Some(3),
             address: Some(Ipv4Addr::new(10, 0, 0, 3)),
             last_seen_ms: 988_000,
+            blocked: false,
             ..NodeEntry::unknown("3".repeat(32), NodeState::Suspect)
         };
         let mut dead = node(5, NodeState::Dead);

@@ -90,6 +90,46 @@ pub enum Request {
         #[serde(default)]
         no_precopy: bool,
     },
+    /// This node's guest policy and balancer: with `change` (root only) apply it first; the
+    /// reply is [`NodeControl`].
+    Node {
+        #[serde(default)]
+        change: Option<NodeChange>,
+    },
+}
+
+/// A change to how this node takes guests and balances (`clump node block|drain|window|balance`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeChange {
+    /// Take no guest jobs (`true`) or take them again.
+    Block(bool),
+    /// Send the guests away and take none (`true`), or stop draining.
+    Drain(bool),
+    /// Take guests only within `HH:MM-HH:MM` (the node's clock), or always with `None`.
+    Window(Option<String>),
+    /// Set a balancer knob by name (see `clump node balance`); the knob `balancer` takes `on`
+    /// or `off`.
+    Knob { name: String, value: String },
+}
+
+/// How this node takes guests and balances, after a `node` request.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeControl {
+    pub blocked: bool,
+    pub draining: bool,
+    /// `HH:MM-HH:MM`, if the node has one.
+    pub window: Option<String>,
+    /// `open`, `closing` (guests leave before it ends) or `closed`; null without a window.
+    pub window_state: Option<String>,
+    /// Whether guests may come now.
+    pub accepts_guests: bool,
+    /// Guest jobs running here now.
+    pub guests: u32,
+    /// The balancer moves jobs of this node by itself.
+    pub balancer: bool,
+    /// The balancer's knobs by name, with their values.
+    pub knobs: Vec<(String, u64)>,
 }
 
 /// Every line the server sends: `{"ok": <value>}` or `{"error": "message"}`.

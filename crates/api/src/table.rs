@@ -570,6 +570,8 @@ pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) 
             ));
         } else if let Some(why) = &j.pinned {
             out.push_str(&format!("job {} stays where it is: {why}\n", j.id));
+        } else if let Some(note) = &j.balance {
+            out.push_str(&format!("job {} {note}\n", j.id));
         }
     }
     out

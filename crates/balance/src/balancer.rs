@@ -41,6 +41,8 @@ pub struct Node {
 pub struct Here {
     pub node: Node,
     pub draining: bool,
+    /// False when the balancer is off (`clump.balance=off`): only a drain moves jobs.
+    pub balancing: bool,
 }
 
 /// A job running on this node.
@@ -247,6 +249,10 @@ impl Balancer {
                     "must leave (draining), but no node can take it".into(),
                 ));
             }
+        }
+
+        if !here.balancing {
+            return d;
         }
 
         // 2. I/O: noisy guests go home; noisy jobs at home are noted.

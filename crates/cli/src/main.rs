@@ -4,9 +4,11 @@ mod cluster;
 mod jobs;
 mod log;
 mod mon;
+mod node;
 mod power;
 
 use clap::{Parser, Subcommand};
+use clump_api::NodeChange;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -168,6 +170,31 @@ enum NodeCommand {
         #[arg(long, conflicts_with = "speed")]
         measured: bool,
     },
+    /// How this node takes guest jobs, its window and its balancer's knobs.
+    Status,
+    /// Take no guest jobs (those here stay; `drain` sends them away).
+    Block,
+    /// Take guest jobs again.
+    Unblock,
+    /// Send the guest jobs away (home, or to another node) and take none; waits until they left.
+    Drain {
+        /// Return at once; the node drains on.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Stop draining: take guest jobs again.
+    Undrain,
+    /// Take guests only within HH:MM-HH:MM of the node's clock (e.g. 20:00-07:00; "off": always).
+    /// Guests leave before the window ends.
+    Window { window: String },
+    /// Show the balancer's knobs, or set one: NAME VALUE (`balancer off` turns it off).
+    Balance {
+        name: Option<String>,
+        value: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -176,9 +203,29 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log { follow, lines } => log::print(std::path::Path::new(log::LOG_FILE), lines, follow),
         Command::Nodes { json } => cluster::nodes(&socket, json),
-        Command::Node {
-            command: NodeCommand::SetSpeed { speed, .. },
-        } => cluster::set_speed(&socket, speed),
+        Command::Node { command } => match command {
+            NodeCommand::SetSpeed { speed, .. } => cluster::set_speed(&socket, speed),
+            NodeCommand::Status | NodeCommand::Balance { name: None, .. } => node::change(&socket, None),
+            NodeCommand::Block => node::change(&socket, Some(NodeChange::Block(true))),
+            NodeCommand::Unblock => node::change(&socket, Some(NodeChange::Block(false))),
+            NodeCommand::Drain { no_wait, timeout } => {
+                node::drain(&socket, !no_wait, std::time::Duration::from_secs(timeout))
+            }
+            NodeCommand::Undrain => node::change(&socket, Some(NodeChange::Drain(false))),
+            NodeCommand::Window { window } => {
+                let w = (window != "off").then_some(window);
+                node::change(&socket, Some(NodeChange::Window(w)))
+            }
+            NodeCommand::Balance {
+                name: Some(name),
+                value,
+            } => match value {
+                Some(value) => node::change(&socket, Some(NodeChange::Knob { name, value })),
+                None => Err(anyhow::anyhow!(
+                    "clump node balance {name} VALUE: the value is missing"
+                )),
+            },
+        },
         Command::Events { since, follow, json } => cluster::events(&socket, since, follow, json),
         Command::Stats { json } => cluster::stats(&socket, json),
         Command::Mon {

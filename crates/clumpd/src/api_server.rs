@@ -46,6 +46,12 @@ pub struct Hub {
     clients: AtomicUsize,
     /// The job streams to other nodes, once this node has an address.
     pub peers: std::sync::OnceLock<Arc<crate::peer::Peers>>,
+    /// How this node takes guests and balances; read by the daemon and the balancer.
+    pub control: Mutex<crate::control::Control>,
+    /// Placement of new jobs and the balancer's memory of recent moves.
+    pub balancer: Mutex<clump_balance::Balancer>,
+    /// This node's runnable tasks as its own decisions see them (slow to rise), thousandths.
+    pub local_runnable: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -67,7 +73,21 @@ impl Hub {
             commands: Mutex::new(Vec::new()),
             clients: AtomicUsize::new(0),
             peers: std::sync::OnceLock::new(),
+            control: Mutex::new(crate::control::Control::default()),
+            balancer: Mutex::new(clump_balance::Balancer::new(
+                clump_balance::Policy::default(),
+                seed(),
+            )),
+            local_runnable: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    pub fn control(&self) -> MutexGuard<'_, crate::control::Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn balancer(&self) -> MutexGuard<'_, clump_balance::Balancer> {
+        self.balancer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A poisoned lock means a client thread panicked mid-update of plain data; the data is
@@ -102,6 +122,15 @@ impl Hub {
     fn command(&self, c: Command) {
         self.commands.lock().unwrap_or_else(|p| p.into_inner()).push(c);
     }
+}
+
+/// A seed for the balancer's draws: only needs to differ between nodes.
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
+        return u64::from(std::process::id()) | 1;
+    }
+    u64::from_le_bytes(b)
 }
 
 /// Binds the socket (replacing a stale one from an earlier run) and serves it on a thread.
@@ -205,6 +234,27 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                 }
             }
             Request::Watch => return watch(out, hub),
+            Request::Node { change } => {
+                let minute = crate::control::minute_of_day(std::time::SystemTime::now());
+                let guests = u32::try_from(hub.jobs.guests_here()).unwrap_or(u32::MAX);
+                let result = match change {
+                    Some(_) if uid != Some(0) => {
+                        Err("only root may change how this node takes guests".to_string())
+                    }
+                    Some(c) => {
+                        let mut control = hub.control();
+                        control.apply(&c).map(|()| {
+                            tracing::info!(change = ?c, "node control changed");
+                            control.report(minute, guests)
+                        })
+                    }
+                    None => Ok(hub.control().report(minute, guests)),
+                };
+                match result {
+                    Ok(r) => write_line(&mut out, &Reply::Ok(r))?,
+                    Err(e) => write_line(&mut out, &Reply::<()>::Error(e))?,
+                }
+            }
             request => {
                 // Jobs act as the caller: without its credentials nothing is safe to do.
                 let Some((uid, gid)) = creds else {
@@ -305,12 +355,37 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                     | Request::Stats
                     | Request::Events { .. }
                     | Request::SetSpeed { .. }
+                    | Request::Node { .. }
                     | Request::Watch => {}
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Where a new job should run, by the balancer (which counts the jobs it placed lately, until
+/// their targets' figures show them); `None`: here.
+fn best_node(hub: &Hub, home: u32) -> Option<u32> {
+    let map = hub.lock().map.clone();
+    let node = crate::balance::node_of;
+    let mut here = map.nodes.iter().find(|n| n.number == Some(home)).and_then(node)?;
+    here.runnable_milli = hub
+        .local_runnable
+        .load(Ordering::Relaxed)
+        .max(here.runnable_milli);
+    let others: Vec<_> = map
+        .nodes
+        .iter()
+        .filter(|n| n.state == clump_api::NodeState::Alive && n.number != Some(home) && n.address.is_some())
+        .filter_map(node)
+        .collect();
+    let here = clump_balance::Here {
+        node: here,
+        draining: false,
+        balancing: true,
+    };
+    hub.balancer().place(crate::daemon::mono(), &here, &others)
 }
 
 /// Moves a job just started to where `place` says; why it stays here, if it was asked to go.
@@ -325,7 +400,7 @@ fn place_job(hub: &Hub, uid: u32, job: &str, place: &Place) -> Option<String> {
             node.clone()
         }
         // Chosen quietly: staying home is an answer, not a failure.
-        Place::Best => hub.lock().map.best_node(home)?.to_string(),
+        Place::Best => best_node(hub, home)?.to_string(),
     };
     // Not while the reaper is still starting the program.
     hub.jobs.wait_started(job, Duration::from_secs(2));

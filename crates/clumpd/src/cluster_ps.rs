@@ -13,12 +13,17 @@ pub fn merge(lists: Vec<(u32, Vec<JobInfo>)>) -> Vec<JobInfo> {
     let mut order: Vec<String> = Vec::new();
     let mut chosen: HashMap<String, (u32, JobInfo)> = HashMap::new();
     let mut pins: HashMap<String, String> = HashMap::new();
+    // The balancer's word comes from the node that runs the job, as the pin reason does.
+    let mut notes: HashMap<String, String> = HashMap::new();
     for (from, jobs) in lists {
         for job in jobs {
             // The node that runs the job reads its pin reason; others have none for it.
             if job.node == Some(from) {
                 if let Some(why) = &job.pinned {
                     pins.insert(job.id.clone(), why.clone());
+                }
+                if let Some(note) = &job.balance {
+                    notes.insert(job.id.clone(), note.clone());
                 }
             }
             match chosen.get(&job.id) {
@@ -39,6 +44,9 @@ pub fn merge(lists: Vec<(u32, Vec<JobInfo>)>) -> Vec<JobInfo> {
             let (_, mut job) = chosen.remove(&id)?;
             if let Some(why) = pins.remove(&id) {
                 job.pinned = Some(why);
+            }
+            if let Some(note) = notes.remove(&id) {
+                job.balance = Some(note);
             }
             Some(job)
         })

@@ -1,5 +1,6 @@
 //! The `clump.*` options of the kernel command line that the runtime reads.
 
+use clump_api::NodeChange;
 use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 7171;
@@ -17,6 +18,9 @@ pub struct Options {
     pub probe_linger: Duration,
     /// A speed figure that replaces the measurement (`clump.speed=`).
     pub speed: Option<u32>,
+    /// Guest policy and balancer settings: `clump.block=1`, `clump.window=20:00-07:00`,
+    /// `clump.balance=off`, `clump.balance.NAME=VALUE` (checked when applied).
+    pub control: Vec<clump_api::NodeChange>,
 }
 
 impl Default for Options {
@@ -27,6 +31,7 @@ impl Default for Options {
             probe_rate: DEFAULT_PROBE_RATE,
             probe_linger: Duration::from_millis(500),
             speed: None,
+            control: Vec::new(),
         }
     }
 }
@@ -64,7 +69,24 @@ impl Options {
                     Ok(s) if (1..=1_000_000).contains(&s) => options.speed = Some(s),
                     _ => bad(&mut problems),
                 },
-                _ => {}
+                "clump.block" => match value {
+                    "1" | "on" | "yes" => options.control.push(NodeChange::Block(true)),
+                    "0" | "off" | "no" => {}
+                    _ => bad(&mut problems),
+                },
+                "clump.window" => options.control.push(NodeChange::Window(Some(value.into()))),
+                "clump.balance" => options.control.push(NodeChange::Knob {
+                    name: "balancer".into(),
+                    value: value.into(),
+                }),
+                _ => {
+                    if let Some(knob) = name.strip_prefix("clump.balance.") {
+                        options.control.push(NodeChange::Knob {
+                            name: knob.into(),
+                            value: value.into(),
+                        });
+                    }
+                }
             }
         }
         (options, problems)
@@ -92,6 +114,29 @@ mod tests {
         );
         assert!(problems.is_empty());
         assert_eq!(Options::from_cmdline("clump.probe=off").0.probe_cap, 0);
+    }
+
+    #[test]
+    fn guest_policy_and_balancer_options_are_collected_in_order() {
+        let (o, problems) = Options::from_cmdline(
+            "clump.block=1 clump.window=20:00-07:00 clump.balance=off clump.balance.stability=1500",
+        );
+        assert!(problems.is_empty());
+        assert_eq!(
+            o.control,
+            [
+                NodeChange::Block(true),
+                NodeChange::Window(Some("20:00-07:00".into())),
+                NodeChange::Knob {
+                    name: "balancer".into(),
+                    value: "off".into()
+                },
+                NodeChange::Knob {
+                    name: "stability".into(),
+                    value: "1500".into()
+                },
+            ]
+        );
     }
 
     #[test]

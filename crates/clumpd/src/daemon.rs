@@ -54,6 +54,8 @@ pub fn clock() -> Clock {
 pub enum Exit {
     Signal,
     LeaseChanged,
+    /// What the loop ran for is over.
+    Done,
 }
 
 pub struct Daemon {
@@ -224,6 +226,11 @@ impl Daemon {
     }
 
     pub fn run(&mut self, sigfd: &impl AsFd) -> Exit {
+        self.run_while(sigfd, || true)
+    }
+
+    /// The loop, until a signal or `keep` says stop (`Exit::Done`).
+    pub fn run_while(&mut self, sigfd: &impl AsFd, mut keep: impl FnMut() -> bool) -> Exit {
         let mut next_sample = mono();
         let mut next_record = mono();
         let mut next_write = mono();
@@ -231,6 +238,9 @@ impl Daemon {
         let mut dirty = true;
         let mut buf = vec![0u8; 2048];
         loop {
+            if !keep() {
+                return Exit::Done;
+            }
             let now = mono();
             let mut deadline = self
                 .cluster
@@ -294,6 +304,9 @@ impl Daemon {
             if now >= next_sample {
                 next_sample = now + SAMPLE_EVERY;
                 self.load.update(sample::runnable().unwrap_or(0));
+                self.hub
+                    .local_runnable
+                    .store(self.load.local_milli(), std::sync::atomic::Ordering::Relaxed);
             }
             if now >= next_record {
                 next_record = now + RECORD_EVERY;
@@ -379,7 +392,13 @@ impl Daemon {
         } else {
             speed
         };
-        let load = self.load;
+        // Moves coming in count as tasks here already, so that other nodes do not all choose
+        // this one before its own load shows them (flood control).
+        let incoming = self.hub.peers.get().map_or(0, |p| p.incoming());
+        let mut load = self.load;
+        load.add_tasks(incoming);
+        let minute = crate::control::minute_of_day(SystemTime::now());
+        let flags = self.hub.control().flags(minute);
         let jobs = u32::try_from(self.hub.jobs.running()).unwrap_or(u32::MAX);
         let (moved_in, moved_out) = self.hub.jobs.migrations();
         self.cluster.update_record(|r| {
@@ -391,6 +410,7 @@ impl Daemon {
             r.runnable = u32::try_from(load.exported_milli()).unwrap_or(u32::MAX);
             r.load = u32::try_from(load.normalised_milli(norm_speed, r.cores.max(1))).unwrap_or(u32::MAX);
             r.speed = speed;
+            r.flags = (r.flags & clump_cluster::record::FLAG_LEAVING) | flags;
         });
     }
 

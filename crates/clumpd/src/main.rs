@@ -57,6 +57,9 @@ struct Args {
     workdir_limit_mib: u64,
 }
 
+/// How long an orderly stop waits for guest jobs to leave (PID 1 waits a little longer).
+const DRAIN_BOUND: Duration = Duration::from_secs(60);
+
 struct BootTime;
 
 impl tracing_subscriber::fmt::time::FormatTime for BootTime {
@@ -122,6 +125,14 @@ fn main() -> Result<()> {
         nodemap::without_cluster(MapState::NoLease, options.port, daemon::clock()),
         jobs,
     );
+    {
+        let mut control = hub.control();
+        for change in &options.control {
+            if let Err(e) = control.apply(change) {
+                tracing::warn!("ignoring {change:?} from the kernel command line: {e}");
+            }
+        }
+    }
     api_server::serve(&args.socket, hub.clone())
         .with_context(|| format!("cannot serve {}", args.socket.display()))?;
 
@@ -158,12 +169,16 @@ fn main() -> Result<()> {
         args.workdir_limit_mib << 20,
     ) {
         Ok(peers) => {
-            let _ = hub.peers.set(peers);
+            let _ = hub.peers.set(peers.clone());
+            if let Err(e) = clump_clumpd::balance::start(hub.clone(), peers) {
+                tracing::warn!("no balancer: {e}");
+            }
         }
         Err(err) => tracing::warn!(%err, "jobs cannot move: cannot listen on TCP port {port}"),
     }
     match daemon.run(&sigfd) {
-        Exit::Signal => {
+        Exit::Signal | Exit::Done => {
+            drain(&mut daemon, &hub, &sigfd);
             tracing::info!("leaving the cluster");
             daemon.leave();
             Ok(())
@@ -173,6 +188,30 @@ fn main() -> Result<()> {
             daemon.leave();
             anyhow::bail!("the lease changed; restarting")
         }
+    }
+}
+
+/// Before it stops (an orderly shutdown), the node sends its guests away, within
+/// [`DRAIN_BOUND`]; a second signal stops it at once.
+fn drain(daemon: &mut Daemon, hub: &Hub, sigfd: &SignalFd) {
+    // The signal that stopped the loop is still pending on the fd: take it, so only another one
+    // cuts the drain short.
+    let _ = sigfd.read_signal();
+    let guests = hub.jobs.guests_here();
+    if guests == 0 {
+        return;
+    }
+    tracing::info!(guests, "sending guest jobs away before stopping");
+    hub.control().stopping = true;
+    let end = std::time::Instant::now() + DRAIN_BOUND;
+    let exit = daemon.run_while(sigfd, || {
+        hub.jobs.guests_here() > 0 && std::time::Instant::now() < end
+    });
+    let left = hub.jobs.guests_here();
+    if left > 0 {
+        tracing::warn!(left, ?exit, "stopping with guest jobs still here: they are lost");
+    } else {
+        tracing::info!("every guest job left");
     }
 }
 

@@ -80,6 +80,7 @@ fn entry(row: &MemberView, clock: Clock, subnet: Option<(std::net::Ipv4Addr, u8)
         e.migrations_in = Some(r.migrations_in);
         e.migrations_out = Some(r.migrations_out);
         e.version = Some(r.version.clone());
+        e.blocked = !r.accepts_guests();
     }
     e
 }

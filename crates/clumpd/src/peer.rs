@@ -116,6 +116,12 @@ pub enum Up {
     Failed {
         reason: String,
     },
+    /// The guest's balancer wants the job on `node` (its home, or another): home moves it as
+    /// `clump migrate` would, holding signals and input meanwhile.
+    Move {
+        node: u32,
+        why: String,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -178,6 +184,8 @@ pub enum MoveError {
 pub struct Peers {
     key: ClusterKey,
     pub jobs: Arc<Runtime>,
+    /// The node map (weak: the hub holds these peers).
+    hub: std::sync::Weak<Hub>,
     me: SocketAddr,
     number: u32,
     work: PathBuf,
@@ -188,12 +196,66 @@ pub struct Peers {
     /// The most bytes of files a working directory may carry.
     workdir_limit: u64,
     streams: AtomicU64,
+    /// Guests may come (the daemon keeps it current from `clump node` and the window); a job
+    /// coming home is always taken.
+    pub accepts_guests: AtomicBool,
+    /// Moves coming in, and those restored in the last few seconds: counted in this node's
+    /// published load until its own figures show the job.
+    incoming: Mutex<Vec<Instant>>,
+    /// Moves this node carried out (as source), for the balancer to learn from.
+    outcomes: Mutex<Vec<Outcome>>,
+    /// Guests running here: their stream to home, to ask home for a move.
+    running_guests: Mutex<HashMap<String, Arc<Mutex<Sender>>>>,
+}
+
+/// How a move this node carried out ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub job: String,
+    pub node: u32,
+    pub took: Duration,
+    pub result: Result<MoveStats, String>,
+}
+
+/// A restored job counts in this node's load this long after its restore.
+const SETTLING: Duration = Duration::from_secs(3);
+
+/// One move coming in; once dropped it counts [`SETTLING`] longer, unless cancelled.
+struct Incoming<'a> {
+    peers: &'a Peers,
+    at: Instant,
+}
+
+impl Incoming<'_> {
+    fn settle(&self, until: Instant) {
+        let mut v = self.peers.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = v.iter_mut().find(|t| **t == self.at) {
+            *slot = until;
+        }
+    }
+
+    /// The move did not come: it counts no more.
+    fn cancel(&self) {
+        self.settle(Instant::now());
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        let until = Instant::now() + SETTLING;
+        let mut v = self.peers.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = v.iter_mut().find(|t| **t == self.at) {
+            *slot = (*slot).min(until);
+        }
+    }
 }
 
 struct GuestLink {
     node: u32,
     down: mpsc::Sender<Down>,
     waiter: Option<mpsc::Sender<Result<MoveStats, String>>>,
+    /// Ends the stream when the guest's node is known dead.
+    closer: Option<clump_link::Closer>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -240,6 +302,7 @@ impl Peers {
         let peers = Arc::new(Peers {
             key,
             jobs: hub.jobs.clone(),
+            hub: Arc::downgrade(&hub),
             me,
             number,
             work,
@@ -247,6 +310,10 @@ impl Peers {
             staged: Mutex::new(HashMap::new()),
             workdir_limit,
             streams: AtomicU64::new(0),
+            accepts_guests: AtomicBool::new(true),
+            incoming: Mutex::new(Vec::new()),
+            outcomes: Mutex::new(Vec::new()),
+            running_guests: Mutex::new(HashMap::new()),
         });
         let server = peers.clone();
         std::thread::Builder::new().name("peers".into()).spawn(move || {
@@ -333,7 +400,7 @@ impl Peers {
                 home,
                 version: v,
             } => {
-                let refused = self.accepts(&job, &v).err();
+                let refused = self.accepts(&job, &v).and_then(|()| self.takes_guest(home)).err();
                 if let Some(e) = &refused {
                     tracing::warn!(job, "move refused: {e}");
                 }
@@ -343,7 +410,12 @@ impl Peers {
                 if done {
                     return Ok(());
                 }
+                let reserved = self.reserve_incoming();
                 let result = self.restore(&mut link, &job, home);
+                if result.is_err() {
+                    reserved.cancel();
+                }
+                drop(reserved);
                 let error = result.as_ref().err().cloned();
                 if let Some(e) = &error {
                     tracing::warn!("restore refused: {e}");
@@ -380,6 +452,105 @@ impl Peers {
             return Err(format!("{job:?} is not a job id"));
         }
         Ok(())
+    }
+
+    /// Target: a job of another home comes only while this node takes guests.
+    fn takes_guest(&self, home: SocketAddr) -> Result<(), String> {
+        if home == self.me || self.accepts_guests.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        Err(format!(
+            "node {} takes no guest jobs now (blocked, draining or outside its window)",
+            self.number
+        ))
+    }
+
+    /// The job-stream address of node `number`, if the map shows it alive.
+    pub fn alive_addr(&self, number: u32) -> Option<SocketAddr> {
+        let hub = self.hub.upgrade()?;
+        let map = &hub.lock().map;
+        let addr = map.alive().find(|n| n.number == Some(number))?.address?;
+        Some(SocketAddr::from((addr, self.me.port())))
+    }
+
+    /// Moves coming in or just restored here, counted in this node's load.
+    pub fn incoming(&self) -> u32 {
+        let now = Instant::now();
+        let mut v = self.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|until| *until > now);
+        v.len() as u32
+    }
+
+    fn reserve_incoming(&self) -> Incoming<'_> {
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        let mut v = self.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        v.push(far);
+        Incoming { peers: self, at: far }
+    }
+
+    /// The moves carried out since the last call.
+    pub fn take_outcomes(&self) -> Vec<Outcome> {
+        std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn record_outcome(&self, job: &str, node: u32, took: Duration, result: &Result<MoveStats, MoveError>) {
+        let result = match result {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(e.to_string()),
+        };
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Outcome {
+                job: job.to_owned(),
+                node,
+                took,
+                result,
+            });
+    }
+
+    /// The balancer of this node wants job `job` (running here) on `node` at `to`: carried out
+    /// here for a job of this node, asked of its home for a guest (home holds its signals and
+    /// input meanwhile). Returns once a job of this node moved, at once for a guest.
+    pub fn balance(
+        self: &Arc<Self>,
+        job: &str,
+        (node, to): (u32, SocketAddr),
+        why: &str,
+    ) -> Result<(), String> {
+        let guest = self
+            .running_guests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job)
+            .cloned();
+        match guest {
+            Some(tx) => Guest::send(
+                &tx,
+                &Up::Move {
+                    node,
+                    why: why.to_owned(),
+                },
+            )
+            .map_err(|e| format!("cannot ask the job's home: {e}")),
+            None => self
+                .migrate(job, (node, to), true)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Home: ends the streams of jobs whose node `dead` says is gone (a node that lost power
+    /// never closes its end): those jobs are lost, and `clump run` says so.
+    pub fn drop_dead_guests(&self, dead: impl Fn(u32) -> bool) {
+        for (job, g) in self.guests().iter() {
+            if dead(g.node) {
+                if let Some(c) = &g.closer {
+                    tracing::warn!(job, node = g.node, "the job's node is dead: the job is lost");
+                    c.close();
+                }
+            }
+        }
     }
 
     /// Target: receives the rounds of images and restores the job; for a job of another home,
@@ -460,6 +631,7 @@ impl Peers {
             return;
         }
         let (mut tx, mut rx) = link.split();
+        let closer = tx.closer().ok();
         let (down_tx, down_rx) = mpsc::channel::<Down>();
         let writer = std::thread::Builder::new()
             .name("guest-down".into())
@@ -497,6 +669,7 @@ impl Peers {
                     node,
                     down: down_tx.clone(),
                     waiter,
+                    closer,
                 },
             );
         }
@@ -547,6 +720,7 @@ impl Peers {
                     break;
                 }
                 Up::Failed { reason } => self.finish_waiter(&job, Some(node), Err(reason)),
+                Up::Move { node: to_node, why } => self.move_for_guest(&job, node, to_node, &why),
             }
         }
         // The guest went away without a word: its node died or dropped the job.
@@ -556,6 +730,33 @@ impl Peers {
             self.finish_waiter(&job, Some(node), Err(format!("node {node} went away")));
         }
         self.forget(&job, node);
+    }
+
+    /// Home: the balancer of the job's node (`from`) asks for the job on `to`: moved as `clump
+    /// migrate` would (the job's lock holds; a node not alive in the map is refused).
+    fn move_for_guest(self: &Arc<Self>, job: &str, from: u32, to: u32, why: &str) {
+        if self.jobs.info(job).is_some_and(|i| i.locked) {
+            tracing::info!(job, from, to, "the job's node asks to move it, but it is locked");
+            return;
+        }
+        let Some(addr) = self.alive_addr(to) else {
+            tracing::warn!(
+                job,
+                from,
+                to,
+                "the job's node asks to move it to a node not alive here"
+            );
+            return;
+        };
+        let (peers, job, why) = (self.clone(), job.to_owned(), why.to_owned());
+        let _ = std::thread::Builder::new()
+            .name("balance-move".into())
+            .spawn(move || {
+                tracing::info!(job, from, to, why, "moving the job as its node asks");
+                if let Err(e) = peers.migrate(&job, (to, addr), true) {
+                    tracing::warn!(job, from, to, "the move its node asked for failed: {e}");
+                }
+            });
     }
 
     /// Tells who waits for the job's move how it went; with `node`, only while that node holds
@@ -951,6 +1152,20 @@ fn carry(
     precopy: bool,
     drained: impl FnOnce() -> Result<(), String>,
 ) -> Result<MoveStats, MoveError> {
+    let started = Instant::now();
+    let result = carry_job(peers, job, (node, to), home, precopy, drained);
+    peers.record_outcome(job, node, started.elapsed(), &result);
+    result
+}
+
+fn carry_job(
+    peers: &Peers,
+    job: &str,
+    (node, to): (u32, SocketAddr),
+    home: SocketAddr,
+    precopy: bool,
+    drained: impl FnOnce() -> Result<(), String>,
+) -> Result<MoveStats, MoveError> {
     let jobs = &peers.jobs;
     let refused = |e: clump_jobs::JobError| MoveError::Refused(e.to_string());
     let moving = jobs.start_move(job).map_err(refused)?;
@@ -1102,7 +1317,23 @@ impl Guest {
     }
 
     /// Relays until the job ends here or moves on.
-    fn run(mut self) {
+    fn run(self) {
+        let peers = self.peers.clone();
+        let job = self.job.clone();
+        peers
+            .running_guests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.clone(), self.tx.clone());
+        self.relay();
+        peers
+            .running_guests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job);
+    }
+
+    fn relay(mut self) {
         let jobs = self.peers.jobs.clone();
         let job = self.job.clone();
         let forwarded = Arc::new(AtomicU64::new(0));

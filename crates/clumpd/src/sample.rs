@@ -186,6 +186,11 @@ impl Load {
         self.local = step(LOCAL, self.local, sample_milli);
     }
 
+    /// Counts `tasks` more in what other nodes see, at once (jobs on their way here).
+    pub fn add_tasks(&mut self, tasks: u32) {
+        self.exported += u64::from(tasks) * 1000;
+    }
+
     /// Rises fast, falls slowly: what other nodes see (Kerrighed's `upper_load`).
     pub fn exported_milli(&self) -> u64 {
         self.exported

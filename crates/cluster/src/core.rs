@@ -524,7 +524,7 @@ impl Cluster {
         let mut rows = vec![MemberView {
             member: Some(self.me),
             id: self.me.id,
-            state: if self.record.leaving() {
+            state: if self.record.shown_leaving() {
                 ViewState::Leaving
             } else {
                 ViewState::This
@@ -537,9 +537,10 @@ impl Cluster {
             let id = m.id();
             let record = self.records.get(&id.id).map(|h| h.record.clone());
             let leaving = record.as_ref().is_some_and(NodeRecord::leaving);
+            let shown_leaving = record.as_ref().is_some_and(NodeRecord::shown_leaving);
             let state = match (m.state(), leaving) {
-                (State::Alive, false) => ViewState::Alive,
-                (State::Alive, true) => ViewState::Leaving,
+                (State::Alive, _) if shown_leaving => ViewState::Leaving,
+                (State::Alive, _) => ViewState::Alive,
                 (State::Suspect, _) => ViewState::Suspect,
                 (State::Down, false) => ViewState::Dead,
                 (State::Down, true) => ViewState::Left,

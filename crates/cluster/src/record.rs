@@ -12,8 +12,11 @@ pub const MAX_VERSION: usize = 32;
 
 /// The node is draining and will leave: it accepts no guests, and a later "down" means it left.
 pub const FLAG_LEAVING: u8 = 1;
-/// The node accepts no guest jobs (`clump node block`).
+/// The node accepts no guest jobs (`clump node block`, or outside its after-hours window).
 pub const FLAG_BLOCKED: u8 = 2;
+/// The node sends its guests away and takes none (`clump node drain`, an orderly shutdown, its
+/// window ending); shown as leaving, but it stays a member.
+pub const FLAG_DRAINING: u8 = 4;
 
 /// A node's self-description, re-published every 500 ms. A higher `seq` from the same `id`
 /// replaces the older record everywhere.
@@ -49,6 +52,16 @@ impl NodeRecord {
 
     pub fn leaving(&self) -> bool {
         self.flags & FLAG_LEAVING != 0
+    }
+
+    /// Leaving, or sending its guests away before it does.
+    pub fn shown_leaving(&self) -> bool {
+        self.flags & (FLAG_LEAVING | FLAG_DRAINING) != 0
+    }
+
+    /// Whether the node takes guest jobs now.
+    pub fn accepts_guests(&self) -> bool {
+        self.flags & (FLAG_LEAVING | FLAG_BLOCKED | FLAG_DRAINING) == 0
     }
 
     /// The host part of the address: the node number people see and `mosix.map` lists.

@@ -120,6 +120,8 @@ pub struct Runtime {
     /// Jobs restored here and jobs that left, since the start.
     pub(crate) moved_in: std::sync::atomic::AtomicU64,
     pub(crate) moved_out: std::sync::atomic::AtomicU64,
+    /// What the balancer says about jobs it keeps or sends away, shown by `ps`.
+    pub(crate) notes: Mutex<HashMap<String, String>>,
 }
 
 /// What [`Attachment::next`] has for its stream.
@@ -188,6 +190,7 @@ impl Runtime {
             running: AtomicUsize::new(0),
             moved_in: std::sync::atomic::AtomicU64::new(0),
             moved_out: std::sync::atomic::AtomicU64::new(0),
+            notes: Mutex::new(HashMap::new()),
         });
         let worker = runtime.clone();
         std::thread::Builder::new()
@@ -333,12 +336,52 @@ impl Runtime {
                 .collect();
             (st.table.list(), pids)
         };
+        let notes = self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for j in &mut jobs {
             if let Some(pid) = pids.get(&j.id) {
                 j.pinned = crate::pin::reason(*pid);
             }
+            j.balance = notes.get(&j.id).cloned();
         }
         jobs
+    }
+
+    /// The jobs running on this node, for the balancer: why each cannot move (`pinned`, or
+    /// "moving" while it is checkpointed) read from `/proc` now.
+    pub fn running_here(&self) -> Vec<JobInfo> {
+        let (mut jobs, live): (Vec<JobInfo>, HashMap<String, (i32, bool)>) = {
+            let st = self.lock();
+            let live = st
+                .live
+                .iter()
+                .filter(|(_, l)| l.reaped.is_none())
+                .map(|(id, l)| (id.clone(), (l.pid, l.moving)))
+                .collect();
+            (st.table.list(), live)
+        };
+        jobs.retain(|j| live.contains_key(&j.id));
+        for j in &mut jobs {
+            j.pinned = match live.get(&j.id) {
+                Some((_, true)) => Some("it is moving".into()),
+                Some((pid, false)) => crate::pin::reason(*pid),
+                None => None,
+            };
+        }
+        jobs
+    }
+
+    /// Guest jobs running here (jobs of other homes).
+    pub fn guests_here(&self) -> usize {
+        let st = self.lock();
+        st.live
+            .iter()
+            .filter(|(id, l)| l.reaped.is_none() && st.table.get(id).is_some_and(|j| j.info.home != st.home))
+            .count()
+    }
+
+    /// Replaces what the balancer says about jobs (shown by `ps`).
+    pub fn set_notes(&self, notes: HashMap<String, String>) {
+        *self.notes.lock().unwrap_or_else(|p| p.into_inner()) = notes;
     }
 
     /// Sends `signal` (see [`crate::signals::parse`]) to the job's reaper, which passes it on.

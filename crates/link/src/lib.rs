@@ -278,6 +278,22 @@ impl Sender {
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+
+    /// A handle that ends the stream from another thread (a reader blocked in `recv` on a peer
+    /// that lost power returns).
+    pub fn closer(&self) -> std::io::Result<Closer> {
+        Ok(Closer(self.stream.try_clone()?))
+    }
+}
+
+/// Ends a stream both ways; see [`Sender::closer`].
+#[derive(Debug)]
+pub struct Closer(TcpStream);
+
+impl Closer {
+    pub fn close(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Receiver {

@@ -31,6 +31,7 @@ fn here(n: Node) -> Here {
     Here {
         node: n,
         draining: false,
+        balancing: true,
     }
 }
 
@@ -167,6 +168,14 @@ fn draining_sends_guests_home_or_elsewhere_and_keeps_own_jobs() {
     assert_eq!(d.mv.map(|m| (m.job, m.to)), Some(("g".into(), 3)));
     // Only own jobs: nothing to do.
     let d = b.decide(62 * S, &h, &[node(3, 1000, 0)], &jobs[..1]);
+    assert_eq!(d.mv, None);
+    // With the balancer off a drain still moves guests, and nothing else moves.
+    let mut off = h.clone();
+    off.balancing = false;
+    let d = b.decide(63 * S, &off, &[node(3, 1000, 0)], &jobs);
+    assert_eq!(d.mv.map(|m| m.job), Some("g".into()));
+    off.draining = false;
+    let d = b.decide(70 * S, &off, &[node(3, 2000, 0)], &[cpu_job("own", 2, 300)]);
     assert_eq!(d.mv, None);
 }
 

@@ -139,6 +139,7 @@ pub(crate) mod tests {
             migrations_in: Some(u64::from(n)),
             migrations_out: Some(1),
             last_seen_ms: 1_000_000,
+            blocked: false,
             ..NodeEntry::unknown(format!("{n:032x}"), state)
         }
     }

@@ -65,6 +65,7 @@ pub fn node(i: u32, n: u32) -> NodeEntry {
         version: Some("0.1.0".into()),
         state,
         last_seen_ms: NOW_MS - u64::from(i) * 1000,
+        blocked: false,
         conflicts: if i == 6 {
             vec![Conflict::DuplicateAddress]
         } else {
