@@ -5,7 +5,8 @@
 //!   `--dirty-per-s` pages a second, prints a line each second, and at the end checks every page
 //!   against its version: `memory ok` or `memory corrupt at page P`. A migration that lost or
 //!   mixed pages shows here. SIGTERM ends the S seconds early (the check still runs), so a test
-//!   need not guess how long its moves take.
+//!   need not guess how long its moves take. `--ramp-s R` fills the memory evenly over R
+//!   seconds: a job that grows, for memory-pressure tests.
 //! - `cpu --units N`: N units of a fixed integer workload, printing progress; exits 0.
 
 use anyhow::{bail, Result};
@@ -33,6 +34,9 @@ enum What {
         /// Pages rewritten each second.
         #[arg(long, default_value_t = 256)]
         dirty_per_s: usize,
+        /// Take this long to fill the memory (it grows evenly), instead of at once.
+        #[arg(long, default_value_t = 0)]
+        ramp_s: u64,
     },
     /// Fixed CPU work.
     Cpu {
@@ -64,15 +68,24 @@ fn first_bad(mem: &[u8], versions: &[u32]) -> Option<usize> {
     })
 }
 
-fn mem(mib: usize, seconds: u64, dirty_per_s: usize) -> Result<()> {
+fn mem(mib: usize, seconds: u64, dirty_per_s: usize, ramp_s: u64) -> Result<()> {
     let pages = mib * 1024 * 1024 / PAGE;
     if pages == 0 {
         bail!("--mib must be at least 1");
     }
     let mut mem = vec![0u8; pages * PAGE];
     let mut versions = vec![0u32; pages];
+    // The allocation is lazy: memory becomes the job's as its pages are first written.
+    let ramp_start = Instant::now();
+    let per_ms = pages as f64 / (ramp_s as f64 * 1000.0);
     for p in 0..pages {
         fill(&mut mem, p, 0);
+        if ramp_s > 0 && p % 256 == 255 {
+            let due = Duration::from_millis((p as f64 / per_ms) as u64);
+            if let Some(wait) = due.checked_sub(ramp_start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     let mut out = std::io::stdout();
     writeln!(out, "ready {mib} MiB")?;
@@ -126,7 +139,8 @@ fn main() -> Result<()> {
             mib,
             seconds,
             dirty_per_s,
-        } => mem(mib, seconds, dirty_per_s),
+            ramp_s,
+        } => mem(mib, seconds, dirty_per_s, ramp_s),
         What::Cpu { units } => cpu(units),
     }
 }
