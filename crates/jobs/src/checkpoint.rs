@@ -7,6 +7,13 @@
 //! is broken with iptables-nft in 3.17), `--file-locks`, `--cpu-cap=fpu,ins` on both sides (a
 //! target CPU without the source's instructions refuses the restore instead of SIGILL later),
 //! `--manage-cgroups=ignore` (the runtime puts the restored job in its own cgroup itself).
+//!
+//! CRIU runs with `CRIU_FAULT=130` (its `FI_NO_BREAKPOINTS`): without it CRIU stops restored
+//! tasks (and the parasite at dump) on x86 debug-register breakpoints, and under QEMU's TCG
+//! most restores of a job busy on the CPU failed with the task "stopped by signal 5:
+//! Trace/breakpoint trap" (in the balance lab 11 of 12 moves). Without breakpoints CRIU steps
+//! the tasks to their last syscall with `PTRACE_SYSCALL`, as it does on Xen guests, where it
+//! turns breakpoints off by itself; correct everywhere, a little slower.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -16,6 +23,13 @@ use std::process::{Command, Stdio};
 
 /// Where the image has CRIU.
 pub const CRIU: &str = "/usr/sbin/criu";
+
+/// A CRIU command with the environment every run needs (see the module's notes).
+fn criu() -> Command {
+    let mut cmd = Command::new(CRIU);
+    cmd.env("CRIU_FAULT", "130");
+    cmd
+}
 /// The job's pipes as the runtime sees them: the inode of each, which names it in the images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pipes {
@@ -80,7 +94,7 @@ fn check(action: &'static str, status: std::process::ExitStatus, log: &Path) -> 
 pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("dump.log");
-    let mut cmd = Command::new(CRIU);
+    let mut cmd = criu();
     cmd.arg("dump")
         .arg("-t")
         .arg(reaper.to_string())
@@ -109,7 +123,7 @@ pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), Checkpo
 pub fn pre_dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<u64, CheckpointError> {
     std::fs::create_dir_all(dir)?;
     let log = dir.join("pre-dump.log");
-    let mut cmd = Command::new(CRIU);
+    let mut cmd = criu();
     cmd.arg("pre-dump")
         .arg("-t")
         .arg(reaper.to_string())
@@ -195,7 +209,7 @@ pub fn restore(
         .map(|c| CString::new(c.join("cgroup.procs").as_os_str().as_encoded_bytes()))
         .transpose()
         .map_err(|_| std::io::Error::other("the cgroup path holds a NUL byte"))?;
-    let mut cmd = Command::new(CRIU);
+    let mut cmd = criu();
     cmd.arg("restore")
         .arg("-D")
         .arg(dir)
