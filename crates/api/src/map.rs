@@ -146,9 +146,6 @@ pub enum NodeState {
     Unknown,
 }
 
-/// Free memory a node needs to be given a new job.
-pub const PLACE_MIN_FREE_KIB: u64 = 64 * 1024;
-
 impl NodeMap {
     /// The nodes that are up: this one and those alive (suspect, leaving, dead and left are not
     /// counted in the cluster's figures).
@@ -169,27 +166,6 @@ impl NodeMap {
             return self.nodes.iter().find(|e| e.address == Some(a));
         }
         self.nodes.iter().find(|e| e.hostname.as_deref() == Some(name))
-    }
-
-    /// Where a new job of node `home` should run: the node whose load plus what one more job
-    /// adds there (10^6 / (cores × speed), the node's unit) is lowest, if that beats `home`'s
-    /// clearly (its share of one job counted 1.3 times, Kerrighed's stability factor) and it has
-    /// [`PLACE_MIN_FREE_KIB`] free. `None`: stay home.
-    pub fn best_node(&self, home: u32) -> Option<u32> {
-        fn figures(n: &NodeEntry) -> Option<(u64, u64)> {
-            let capacity = u64::from(n.cores?.max(1)) * u64::from(n.speed?.max(1));
-            Some((u64::from(n.load?), 1_000_000 / capacity.max(1)))
-        }
-        let here = self.nodes.iter().find(|n| n.number == Some(home))?;
-        let (load, cost) = figures(here)?;
-        let stay = load + cost;
-        let (best, score) = self
-            .alive()
-            .filter(|n| n.number.is_some_and(|x| x != home) && n.address.is_some())
-            .filter(|n| n.mem_free_kib.is_some_and(|m| m >= PLACE_MIN_FREE_KIB))
-            .filter_map(|n| figures(n).map(|(l, c)| (n, l * 10 + c * 13)))
-            .min_by_key(|(_, score)| *score)?;
-        (score < stay * 10).then_some(best.number).flatten()
     }
 
     /// The load of the cluster taken as one machine, in the nodes' unit (thousandths, speed
@@ -303,52 +279,6 @@ impl Dropped {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    fn placed(nodes: &[(u32, NodeState, u32, u32, u32, u64)]) -> NodeMap {
-        let mut map = fixture();
-        map.nodes = nodes
-            .iter()
-            .map(|&(n, state, cores, speed, load, free_mib)| NodeEntry {
-                number: Some(n),
-                address: Some(Ipv4Addr::new(10, 0, 0, u8::try_from(n).unwrap_or(0))),
-                cores: Some(cores),
-                speed: Some(speed),
-                load: Some(load),
-                mem_free_kib: Some(free_mib * 1024),
-                ..NodeEntry::unknown(format!("{n:032x}"), state)
-            })
-            .collect();
-        map
-    }
-
-    #[test]
-    fn a_new_job_goes_where_it_clearly_runs_sooner() {
-        use NodeState::{Alive, Dead, This};
-        // All idle and alike: stay (no gain worth a move).
-        let same = placed(&[(1, This, 1, 1000, 0, 500), (2, Alive, 1, 1000, 0, 500)]);
-        assert_eq!(same.best_node(1), None);
-        // Home busy with one job (load 1000 = one core at speed 1000), the other idle: go.
-        let busy = placed(&[(1, This, 1, 1000, 1000, 500), (2, Alive, 1, 1000, 0, 500)]);
-        assert_eq!(busy.best_node(1), Some(2));
-        // Idle but twice as fast: go (faster nodes first); barely faster: stay.
-        let fast = placed(&[(1, This, 1, 1000, 0, 500), (2, Alive, 1, 2000, 0, 500)]);
-        assert_eq!(fast.best_node(1), Some(2));
-        let barely = placed(&[(1, This, 1, 1000, 0, 500), (2, Alive, 1, 1100, 0, 500)]);
-        assert_eq!(barely.best_node(1), None);
-        // The best of several; dead nodes and nodes short of memory are not candidates.
-        let many = placed(&[
-            (1, This, 1, 1000, 2000, 500),
-            (2, Alive, 1, 1000, 900, 500),
-            (3, Alive, 2, 1000, 100, 500),
-            (4, Dead, 8, 4000, 0, 500),
-            (5, Alive, 8, 4000, 0, 10),
-        ]);
-        assert_eq!(many.best_node(1), Some(3));
-        // Without figures for home, nothing is decided.
-        let mut unknown = busy.clone();
-        unknown.nodes[0].load = None;
-        assert_eq!(unknown.best_node(1), None);
-    }
 
     /// A map with one node of each kind a screen must show: this node, a live one, a suspect with
     /// nothing known yet, a dead one, and two that conflict.

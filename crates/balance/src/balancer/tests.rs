@@ -232,6 +232,23 @@ fn the_cost_model_learns_the_bandwidth_and_keeps_big_young_jobs_home() {
 }
 
 #[test]
+fn a_new_job_goes_where_it_clearly_gets_more_cpu() {
+    let mut b = Balancer::new(Policy::default(), 7);
+    let t = |i: u64| Duration::from_secs(100 * i);
+    // Idle and alike: stay. Home busy, the other idle: go. Twice as fast: go; barely: stay.
+    assert_eq!(b.place(t(1), &here(node(1, 1000, 0)), &[node(2, 1000, 0)]), None);
+    assert_eq!(b.place(t(2), &here(node(1, 1000, 1)), &[node(2, 1000, 0)]), Some(2));
+    assert_eq!(b.place(t(3), &here(node(1, 1000, 0)), &[node(2, 2000, 0)]), Some(2));
+    assert_eq!(b.place(t(4), &here(node(1, 1000, 0)), &[node(2, 1100, 0)]), None);
+    // A node short of memory or taking no guests is no candidate.
+    let mut full = node(2, 4000, 0);
+    full.mem_free_kib = 10 << 10;
+    let mut blocked = node(3, 4000, 0);
+    blocked.accepts_guests = false;
+    assert_eq!(b.place(t(5), &here(node(1, 1000, 2)), &[full, blocked]), None);
+}
+
+#[test]
 fn placement_counts_what_it_sent_until_the_target_shows_it() {
     let mut b = Balancer::new(Policy::default(), 7);
     let h = here(node(1, 1000, 0));
