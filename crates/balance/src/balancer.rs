@@ -106,10 +106,15 @@ pub struct Balancer {
     sent: Vec<(u32, Duration)>,
     /// (job, target, until): a failed move not to retry yet.
     backoff: Vec<(String, u32, Duration)>,
-    /// Measured bytes a second of the last moves (decayed), once one was measured.
+    /// Measured bytes a second of the last large moves (decayed), once one was measured.
     bandwidth: Option<u64>,
+    /// Measured fixed cost of a move (dump, restore, streams), from the last small moves.
+    overhead: Option<Duration>,
     rng: u64,
 }
+
+/// A move carrying at least this much teaches the bandwidth; a smaller one the fixed cost.
+const LARGE_MOVE: u64 = 8 << 20;
 
 /// A job that would gain from moving, and where to.
 struct Candidate<'a> {
@@ -132,6 +137,7 @@ impl Balancer {
             sent: Vec::new(),
             backoff: Vec::new(),
             bandwidth: None,
+            overhead: None,
             rng: seed | 1,
         }
     }
@@ -151,17 +157,24 @@ impl Balancer {
         self.bandwidth.unwrap_or(self.policy.bandwidth_bps)
     }
 
-    /// A move went through: `bytes` in `took`. Its time feeds the cost model.
+    /// What a move costs beyond its bytes.
+    pub fn overhead(&self) -> Duration {
+        self.overhead.unwrap_or(self.policy.move_overhead)
+    }
+
+    /// A move went through: `bytes` in `took`. A large one teaches the bandwidth (its time past
+    /// the fixed cost), a small one the fixed cost (its time past the bytes).
     pub fn moved(&mut self, bytes: u64, took: Duration) {
-        let secs = took
-            .saturating_sub(self.policy.move_overhead)
-            .as_secs_f64()
-            .max(0.1);
-        let bps = (bytes as f64 / secs) as u64;
-        self.bandwidth = Some(match self.bandwidth {
-            None => bps,
-            Some(old) => (old * 3 + bps) / 4,
-        });
+        let decay = |old: Option<u64>, new: u64| old.map_or(new, |o| (o * 3 + new) / 4);
+        if bytes >= LARGE_MOVE {
+            let secs = took.saturating_sub(self.overhead()).as_secs_f64().max(0.1);
+            self.bandwidth = Some(decay(self.bandwidth, (bytes as f64 / secs) as u64));
+        } else {
+            let carried = Duration::from_secs_f64(bytes as f64 / self.bandwidth().max(1) as f64);
+            let fixed = took.saturating_sub(carried).as_millis() as u64;
+            let old = self.overhead.map(|d| d.as_millis() as u64);
+            self.overhead = Some(Duration::from_millis(decay(old, fixed)));
+        }
     }
 
     /// A move failed: not to that node again for a while.
@@ -314,7 +327,7 @@ impl Balancer {
             {
                 continue;
             }
-            let cost = rate::cost(j.mem_kib, self.bandwidth(), self.policy.move_overhead);
+            let cost = rate::cost(j.mem_kib, self.bandwidth(), self.overhead());
             let mut targets = Vec::new();
             let mut gain = Duration::ZERO;
             let mut why = Why::Load;

@@ -218,8 +218,19 @@ fn a_failed_move_is_not_retried_to_that_node_soon() {
 #[test]
 fn the_cost_model_learns_the_bandwidth_and_keeps_big_young_jobs_home() {
     let mut b = Balancer::new(Policy::default(), 7);
-    b.moved(10 << 20, Duration::from_secs(13)); // 1 MiB/s after the 3 s overhead
-    assert_eq!(b.bandwidth(), 1 << 20);
+    // A small move teaches the fixed cost, a large one the bandwidth past it.
+    b.moved(300 << 10, Duration::from_millis(3300));
+    assert!(
+        (3200..=3300).contains(&(b.overhead().as_millis() as u64)),
+        "{:?}",
+        b.overhead()
+    );
+    b.moved(10 << 20, Duration::from_millis(3300 + 10_000)); // 1 MiB/s
+    assert!(
+        ((1 << 20) - 40_000..=(1 << 20) + 40_000).contains(&b.bandwidth()),
+        "{}",
+        b.bandwidth()
+    );
     let mut big = cpu_job("big", 1, 120);
     big.mem_kib = 512 << 10; // 512 s at 1 MiB/s: more than it saves in 2 minutes
     let h = here(node(1, 1000, 3));
@@ -237,8 +248,14 @@ fn a_new_job_goes_where_it_clearly_gets_more_cpu() {
     let t = |i: u64| Duration::from_secs(100 * i);
     // Idle and alike: stay. Home busy, the other idle: go. Twice as fast: go; barely: stay.
     assert_eq!(b.place(t(1), &here(node(1, 1000, 0)), &[node(2, 1000, 0)]), None);
-    assert_eq!(b.place(t(2), &here(node(1, 1000, 1)), &[node(2, 1000, 0)]), Some(2));
-    assert_eq!(b.place(t(3), &here(node(1, 1000, 0)), &[node(2, 2000, 0)]), Some(2));
+    assert_eq!(
+        b.place(t(2), &here(node(1, 1000, 1)), &[node(2, 1000, 0)]),
+        Some(2)
+    );
+    assert_eq!(
+        b.place(t(3), &here(node(1, 1000, 0)), &[node(2, 2000, 0)]),
+        Some(2)
+    );
     assert_eq!(b.place(t(4), &here(node(1, 1000, 0)), &[node(2, 1100, 0)]), None);
     // A node short of memory or taking no guests is no candidate.
     let mut full = node(2, 4000, 0);
