@@ -77,14 +77,26 @@ fn log_tail(path: &Path) -> String {
     lines.join(" | ")
 }
 
+/// CRIU's stderr, kept beside its log: what it says before its log is open goes there.
+fn stderr_file(log: &Path) -> Stdio {
+    std::fs::File::create(log.with_extension("stderr")).map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 fn check(action: &'static str, status: std::process::ExitStatus, log: &Path) -> Result<(), CheckpointError> {
     if status.success() {
         return Ok(());
     }
+    let mut tail = log_tail(log);
+    if tail.is_empty() {
+        tail = log_tail(&log.with_extension("stderr"));
+    }
+    if tail.is_empty() {
+        tail = format!("{} is empty and CRIU wrote nothing on stderr", log.display());
+    }
     Err(CheckpointError::Failed {
         action,
         status: status.to_string(),
-        log: log_tail(log),
+        log: tail,
     })
 }
 
@@ -111,7 +123,7 @@ pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), Checkpo
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr_file(&log))
         .status()
         .map_err(CheckpointError::Spawn)?;
     check("dump", status, &log)
@@ -142,7 +154,7 @@ pub fn pre_dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<u64, Ch
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr_file(&log))
         .status()
         .map_err(CheckpointError::Spawn)?;
     check("pre-dump", status, &log)?;
@@ -222,7 +234,7 @@ pub fn restore(
         .args(COMMON)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(stderr_file(&log));
     for (fd, ino) in INHERIT_FDS.iter().zip(inodes) {
         cmd.arg("--inherit-fd").arg(format!("fd[{fd}]:pipe:[{ino}]"));
     }
