@@ -7,7 +7,8 @@
 //! 2. **I/O**: a guest writing more output than `io_limit_bps` goes home, where its output goes;
 //!    such a job at home stays there.
 //! 3. **Memory**: free memory under the low mark moves the largest job that can be dumped (its
-//!    images are staged in RAM first) to a node where it fits above that node's low mark.
+//!    images are staged in RAM first: at most half of what is free) to a node where it fits above
+//!    that node's low mark.
 //! 4. **Speed and load**: a CPU-bound job moves where it gets `stability` times the CPU it gets
 //!    here, only when this node is overloaded or the other is faster, only when the time the move
 //!    saves (its expected remaining run time, from its age) beats what the move costs (memory /
@@ -289,7 +290,9 @@ impl Balancer {
         // 3. Memory: move the largest job that can be staged to where it fits.
         let low = self.policy.mem_low_kib(here.node.mem_total_kib);
         if here.node.mem_free_kib < low {
-            let room = here.node.mem_free_kib.saturating_sub(STAGE_MARGIN_KIB);
+            // Staging takes the job's size in RAM while everything here goes on (a growing job
+            // grows meanwhile): only a job of half what is free, or less, is staged.
+            let room = (here.node.mem_free_kib / 2).saturating_sub(STAGE_MARGIN_KIB);
             let mut by_size: Vec<&&Job> = movable.iter().filter(|j| j.mem_kib <= room).collect();
             by_size.sort_by_key(|j| std::cmp::Reverse(j.mem_kib));
             for j in by_size {

@@ -123,9 +123,10 @@ fn an_io_heavy_job_stays_home_with_a_note_and_an_io_heavy_guest_goes_home() {
 fn short_memory_moves_the_largest_job_that_can_be_staged_to_where_it_fits() {
     let mut b = Balancer::new(Policy::default(), 7);
     let mut h = here(node(1, 1000, 2));
-    h.node.mem_free_kib = 200 << 10; // under 15 % of 1.5 GiB
+    h.node.mem_total_kib = 4 << 20;
+    h.node.mem_free_kib = 400 << 10; // under 15 % of 4 GiB: room to stage 184 MiB
     let mut big = cpu_job("big", 1, 300);
-    big.mem_kib = 900 << 10; // cannot be staged in 200 MiB
+    big.mem_kib = 300 << 10; // cannot be staged in half of 400 MiB
     let mut mid = cpu_job("mid", 1, 300);
     mid.mem_kib = 150 << 10;
     let mut small = cpu_job("small", 1, 300);
