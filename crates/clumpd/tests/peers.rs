@@ -6,7 +6,7 @@
 
 mod common;
 
-use clump_api::{Client, JobInfo, MapState};
+use clump_api::{Client, JobInfo, MapState, NodeChange};
 use clump_clumpd::peer::{Hello, ImageFile, Last, Restored, Round};
 use clump_jobs::checkpoint::Pipes;
 use clump_jobs::workdir::{Entry, Kind, Workdir};
@@ -127,6 +127,41 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     let other_version = in_netns(&peer, move || restore_hello(addr, "0a1b2c3d", "0").1);
     let error = other_version.error.expect("a refusal");
     assert!(error.contains("image version"), "{error}");
+
+    // A blocked node refuses another home's job at the hello (the balancer thread passes the
+    // block on within a second).
+    let blocked = Client::connect(&socket)
+        .and_then(|mut c| c.node(Some(NodeChange::Block(true))))
+        .expect("clump node block");
+    assert!(!blocked.accepts_guests && blocked.blocked);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let answer = in_netns(&peer, move || {
+            restore_hello(addr, "0a1b2c3d", env!("CARGO_PKG_VERSION")).1
+        });
+        if answer.error.is_some() || std::time::Instant::now() > deadline {
+            break answer.error;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let refusal = refusal.expect("a blocked node took a guest");
+    assert!(refusal.contains("takes no guest jobs"), "{refusal}");
+    Client::connect(&socket)
+        .and_then(|mut c| c.node(Some(NodeChange::Block(false))))
+        .expect("clump node unblock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while in_netns(&peer, move || {
+        restore_hello(addr, "0a1b2c3d", env!("CARGO_PKG_VERSION")).1
+    })
+    .error
+    .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an unblocked node still refuses guests"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // A restore whose image names climb out of the images directory: refused, nothing written.
     let escape = net.dir.path().join("escaped.img");
