@@ -17,9 +17,12 @@
 //!
 //! `cargo run --release -p clump-bench --bin balance-bench -- --jobs 12 --units 12`
 
+#[path = "lab_nodes.rs"]
+mod lab_nodes;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
+use clump_lab::{Lab, Node};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,23 +39,6 @@ struct Args {
 }
 
 const LONG: Duration = Duration::from_secs(3600);
-
-fn shell(node: &mut Node, cmd: &str) -> Result<String> {
-    let (code, out) = node.shell(cmd, Duration::from_secs(600))?;
-    if code != 0 {
-        bail!("`{cmd}` failed ({code}):\n{out}");
-    }
-    Ok(out)
-}
-
-fn addr_of(ready: &str) -> Result<String> {
-    ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .and_then(|a| a.split('/').next())
-        .map(str::to_owned)
-        .with_context(|| format!("no address in {ready}"))
-}
 
 /// A host cgroup holding the slow node's QEMU to `percent` of a core; removed on drop.
 struct Quota(PathBuf);
@@ -186,22 +172,13 @@ fn set_balancer(lab: &mut Lab, on: bool) -> Result<()> {
     Ok(())
 }
 
+fn shell(node: &mut Node, cmd: &str) -> Result<String> {
+    lab_nodes::shell(node, cmd, Duration::from_secs(600))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut lab = Lab::start(LabConfig::default()).context("lab (needs root)")?;
-    for n in 1..=3 {
-        let spec = NodeSpec::from_artefacts(format!("bal{n}"), Boot::Kernel, &Artefacts::from_env())?
-            .memory_mib(1024)
-            .nic(NicModel::VirtioNetPci);
-        lab.start_node(spec)?;
-    }
-    let mut addrs = Vec::new();
-    for n in 0..3 {
-        let ready = lab
-            .node(n)?
-            .wait_for_line(r"clump: ready .*via=dhcp", Duration::from_secs(180))?;
-        addrs.push(addr_of(&ready)?);
-    }
+    let (mut lab, addrs) = lab_nodes::boot("bal", 3, 1024)?;
     let _quota = Quota::new(lab.node(0)?.pid(), args.slow_percent)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while shell(lab.node(0)?, "clump nodes")?.matches(" alive").count() < 2 {

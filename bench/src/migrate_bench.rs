@@ -9,9 +9,12 @@
 //!
 //! `cargo run --release -p clump-bench --bin migrate-bench -- --sizes 16,64,256,1024`
 
+#[path = "lab_nodes.rs"]
+mod lab_nodes;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
+use clump_lab::Node;
 use regex::Regex;
 use std::time::{Duration, Instant};
 
@@ -26,23 +29,6 @@ struct Args {
 }
 
 const LONG: Duration = Duration::from_secs(600);
-
-fn addr_of(ready: &str) -> Result<String> {
-    ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .and_then(|a| a.split('/').next())
-        .map(str::to_owned)
-        .with_context(|| format!("no address in {ready}"))
-}
-
-fn shell(node: &mut Node, cmd: &str) -> Result<String> {
-    let (code, out) = node.shell(cmd, LONG)?;
-    if code != 0 {
-        bail!("`{cmd}` failed ({code}):\n{out}");
-    }
-    Ok(out)
-}
 
 fn job_id(out: &str) -> Result<String> {
     clump_lab::job_id(out).with_context(|| format!("no job id in {out}"))
@@ -77,22 +63,13 @@ fn frozen_ms(node: &mut Node, id: &str) -> Result<u64> {
     Ok(c[1].parse()?)
 }
 
+fn shell(node: &mut Node, cmd: &str) -> Result<String> {
+    lab_nodes::shell(node, cmd, LONG)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
-    let mut lab = Lab::start(LabConfig::default()).context("lab (needs root)")?;
-    for n in 1..=2 {
-        let spec = NodeSpec::from_artefacts(format!("move{n}"), Boot::Kernel, &Artefacts::from_env())?
-            .memory_mib(args.mem)
-            .nic(NicModel::VirtioNetPci);
-        lab.start_node(spec)?;
-    }
-    let mut addrs = Vec::new();
-    for n in 0..2 {
-        let ready = lab
-            .node(n)?
-            .wait_for_line(r"clump: ready .*via=dhcp", Duration::from_secs(180))?;
-        addrs.push(addr_of(&ready)?);
-    }
+    let (mut lab, addrs) = lab_nodes::boot("move", 2, args.mem)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !shell(lab.node(0)?, "clump nodes")?.contains(&addrs[1]) {
         if Instant::now() > deadline {
