@@ -131,6 +131,24 @@ fn jobs_spread_by_speed_and_load_stay_still_when_balanced_and_leave_short_memory
             Ok(map.matches("\"alive\"").count() >= 2 && map.matches("\"speed\": 1000").count() >= 2)
         },
     )?;
+    let result = phases(&mut lab, &addrs, &num);
+    if result.is_err() {
+        // What CRIU said about the last restore that failed on each node, for the log.
+        for i in 0..3 {
+            if let Ok(node) = lab.node(i) {
+                if let Ok((_, log)) = node.shell(
+                    "grep -B 12 Error /run/clump/migrate/failed-restore.log | tail -n 40; true",
+                    Duration::from_secs(30),
+                ) {
+                    eprintln!("node {}: last failed restore:\n{log}", i + 1);
+                }
+            }
+        }
+    }
+    result
+}
+
+fn phases(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<()> {
     const CPU: &str = "clump-work cpu --units 100000";
 
     // Faster nodes first: the job on the fastest node stays, the one on the slow node moves.

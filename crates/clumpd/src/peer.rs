@@ -596,6 +596,10 @@ impl Peers {
             }
         }
         let restored = self.jobs.adopt(info.clone(), &pipes, &images);
+        if restored.is_err() {
+            // The images go (they are RAM); CRIU's log of the last failed restore stays.
+            let _ = std::fs::copy(images.join("restore.log"), self.work.join("failed-restore.log"));
+        }
         let _ = std::fs::remove_dir_all(&dir);
         if let Err(e) = restored {
             self.unstage(job);

@@ -197,6 +197,8 @@ pub struct NewPipes {
 /// Where the inherited fds sit in CRIU's process: distinct numbers (one fd may stand for only
 /// one pipe) above stdio.
 const INHERIT_FDS: [RawFd; 4] = [10, 11, 12, 13];
+/// Where the job's pipes are parked in the child before they go to [`INHERIT_FDS`].
+const HIGH_FD: RawFd = 64;
 
 /// Restores the images in `dir`: the job's ends of its pipes become `pipes` (the job's side:
 /// stdin's read end, the write ends of the others), the restored reaper a child of this process,
@@ -238,11 +240,21 @@ pub fn restore(
     for (fd, ino) in INHERIT_FDS.iter().zip(inodes) {
         cmd.arg("--inherit-fd").arg(format!("fd[{fd}]:pipe:[{ino}]"));
     }
-    // SAFETY: between fork and exec only async-signal-safe calls: dup2, open, write, close, on
+    // SAFETY: between fork and exec only async-signal-safe calls: fcntl, dup2, open, write, close, on
     // memory prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            for (src, dst) in sources.iter().zip(INHERIT_FDS) {
+            // A source may itself be numbered 10-13 (clumpd reuses low fds): moving the sources
+            // straight to 10-13 in turn would overwrite one before it is copied. First above
+            // them all, then down.
+            let mut high = [0; 4];
+            for (h, src) in high.iter_mut().zip(sources) {
+                *h = nix::libc::fcntl(src, nix::libc::F_DUPFD_CLOEXEC, HIGH_FD);
+                if *h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (src, dst) in high.iter().zip(INHERIT_FDS) {
                 // dup2 clears CLOEXEC on the copy, so CRIU gets it.
                 if nix::libc::dup2(*src, dst) < 0 {
                     return Err(std::io::Error::last_os_error());
