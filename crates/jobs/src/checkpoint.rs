@@ -8,12 +8,13 @@
 //! target CPU without the source's instructions refuses the restore instead of SIGILL later),
 //! `--manage-cgroups=ignore` (the runtime puts the restored job in its own cgroup itself).
 //!
-//! CRIU runs with `CRIU_FAULT=130` (its `FI_NO_BREAKPOINTS`): without it CRIU stops restored
-//! tasks (and the parasite at dump) on x86 debug-register breakpoints, and under QEMU's TCG
-//! most restores of a job busy on the CPU failed with the task "stopped by signal 5:
-//! Trace/breakpoint trap" (in the balance lab 11 of 12 moves). Without breakpoints CRIU steps
-//! the tasks to their last syscall with `PTRACE_SYSCALL`, as it does on Xen guests, where it
-//! turns breakpoints off by itself; correct everywhere, a little slower.
+//! CRIU runs with `CRIU_FAULT=130` (its `FI_NO_BREAKPOINTS`): CRIU then steps restored tasks
+//! to their last syscall with `PTRACE_SYSCALL` instead of x86 debug-register breakpoints, as it
+//! does by itself on Xen guests; correct everywhere, a little slower. It went in while restores
+//! of CPU-busy jobs failed in the lab with tasks "stopped by signal 5: Trace/breakpoint trap";
+//! those failures stopped only once the inherited pipes were no longer overwritten (see
+//! [`restore`]), so the breakpoints may not have been the cause: it stays until a lab run
+//! with them shows no such failure.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
