@@ -329,7 +329,7 @@ fn phases(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<(
     sh(
         lab.node(1)?,
         &format!(
-            "(cd / && clump run --on {} -- sleep 600 > /tmp/run.out 2>&1; echo exit=$? >> /tmp/run.out) &",
+            "(cd / && clump run --on {} -- sleep 600 < /dev/null > /tmp/run.out 2>&1; echo exit=$? >> /tmp/run.out) &",
             addrs[2]
         ),
     )?;
