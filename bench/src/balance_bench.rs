@@ -89,7 +89,7 @@ fn batch(lab: &mut Lab, how: &[String], units: u64) -> Result<Done> {
         shell(
             lab.node(0)?,
             &format!(
-                "(cd / && date +%s.%N > /tmp/b/{i}.start; clump run {opts} -- clump-work cpu --units {units} > /tmp/b/{i}.out 2>&1; echo $? > /tmp/b/{i}.rc; date +%s.%N > /tmp/b/{i}.end) &"
+                "(cd / && date +%s.%N > /tmp/b/{i}.start; clump run {opts} -- clump-work cpu --units {units} < /dev/null > /tmp/b/{i}.out 2>&1; echo $? > /tmp/b/{i}.rc; date +%s.%N > /tmp/b/{i}.end) &"
             ),
         )?;
     }
@@ -197,7 +197,7 @@ fn main() -> Result<()> {
         shell(
             lab.node(0)?,
             &format!(
-                "(cd / && a=$(date +%s.%N); clump run --on {addr} -- clump-work cpu --units {u} >/dev/null 2>&1; b=$(date +%s.%N); echo $a $b > /tmp/cap/{i}) &",
+                "(cd / && a=$(date +%s.%N); clump run --on {addr} -- clump-work cpu --units {u} < /dev/null >/dev/null 2>&1; b=$(date +%s.%N); echo $a $b > /tmp/cap/{i}) &",
                 u = args.units
             ),
         )?;
