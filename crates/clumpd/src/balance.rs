@@ -81,9 +81,6 @@ fn tick(hub: &Hub, peers: &Arc<Peers>, now: Duration, seen: &mut HashMap<String,
 
     let control = hub.control().clone();
     let minute = crate::control::minute_of_day(SystemTime::now());
-    peers
-        .accepts_guests
-        .store(control.accepts_guests(minute), Ordering::Relaxed);
     let draining = control.sends_guests_away(minute);
     hub.balancer().policy = control.policy.clone();
 

@@ -196,9 +196,6 @@ pub struct Peers {
     /// The most bytes of files a working directory may carry.
     workdir_limit: u64,
     streams: AtomicU64,
-    /// Guests may come (the daemon keeps it current from `clump node` and the window); a job
-    /// coming home is always taken.
-    pub accepts_guests: AtomicBool,
     /// Moves coming in, and those restored in the last few seconds: counted in this node's
     /// published load until its own figures show the job.
     incoming: Mutex<Vec<Instant>>,
@@ -310,7 +307,6 @@ impl Peers {
             staged: Mutex::new(HashMap::new()),
             workdir_limit,
             streams: AtomicU64::new(0),
-            accepts_guests: AtomicBool::new(true),
             incoming: Mutex::new(Vec::new()),
             outcomes: Mutex::new(Vec::new()),
             running_guests: Mutex::new(HashMap::new()),
@@ -456,7 +452,12 @@ impl Peers {
 
     /// Target: a job of another home comes only while this node takes guests.
     fn takes_guest(&self, home: SocketAddr) -> Result<(), String> {
-        if home == self.me || self.accepts_guests.load(Ordering::Relaxed) {
+        let minute = crate::control::minute_of_day(std::time::SystemTime::now());
+        let accepts = self
+            .hub
+            .upgrade()
+            .is_none_or(|hub| hub.control().accepts_guests(minute));
+        if home == self.me || accepts {
             return Ok(());
         }
         Err(format!(

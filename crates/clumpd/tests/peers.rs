@@ -128,8 +128,7 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     let error = other_version.error.expect("a refusal");
     assert!(error.contains("image version"), "{error}");
 
-    // A blocked node refuses another home's job at the hello (the balancer thread passes the
-    // block on within a second).
+    // A blocked node refuses another home's job at the hello.
     let blocked = Client::connect(&socket)
         .and_then(|mut c| c.node(Some(NodeChange::Block(true))))
         .expect("clump node block");
