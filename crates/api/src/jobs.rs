@@ -105,6 +105,13 @@ pub struct JobInfo {
     /// short memory...); null when it has nothing to say.
     #[serde(default)]
     pub balance: Option<String>,
+    /// While it runs away from home: when home last stored a checkpoint of it (unix ms), to
+    /// restart it from if its node dies.
+    #[serde(default)]
+    pub checkpoint_ms: Option<u64>,
+    /// Times home restarted it from a checkpoint after the node running it died.
+    #[serde(default)]
+    pub recovered: u32,
 }
 
 /// The reply to `migrate`.

@@ -184,6 +184,9 @@ pub enum EventKind {
     Alone,
     /// A job of this node moved (its `number` is the node it went to).
     JobMigrated,
+    /// A job of this node was restarted from its last checkpoint after the node running it
+    /// died (its `number` is the node it runs on now).
+    JobRecovered,
     /// A kind this build does not know (sent by a newer `clumpd`); never sent.
     #[serde(other)]
     Unknown,

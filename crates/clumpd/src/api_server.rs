@@ -366,7 +366,7 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
 
 /// Where a new job should run, by the balancer (which counts the jobs it placed lately, until
 /// their targets' figures show them); `None`: here.
-fn best_node(hub: &Hub, home: u32) -> Option<u32> {
+pub(crate) fn best_node(hub: &Hub, home: u32) -> Option<u32> {
     let map = hub.lock().map.clone();
     let node = crate::balance::node_of;
     let mut here = map.nodes.iter().find(|n| n.number == Some(home)).and_then(node)?;

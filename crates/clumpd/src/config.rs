@@ -6,6 +6,8 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 7171;
 pub const DEFAULT_PROBE_CAP: usize = 1024;
 pub const DEFAULT_PROBE_RATE: u32 = 1000;
+/// How often a job away from home is checkpointed to its home.
+pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -21,6 +23,9 @@ pub struct Options {
     /// Guest policy and balancer settings: `clump.block=1`, `clump.window=20:00-07:00`,
     /// `clump.balance=off`, `clump.balance.NAME=VALUE` (checked when applied).
     pub control: Vec<clump_api::NodeChange>,
+    /// How often jobs running here for another home are checkpointed there
+    /// (`clump.checkpoint=SECONDS|off`); `None`: never.
+    pub checkpoint: Option<Duration>,
 }
 
 impl Default for Options {
@@ -32,6 +37,7 @@ impl Default for Options {
             probe_linger: Duration::from_millis(500),
             speed: None,
             control: Vec::new(),
+            checkpoint: Some(DEFAULT_CHECKPOINT),
         }
     }
 }
@@ -74,6 +80,15 @@ impl Options {
                     "0" | "off" | "no" => {}
                     _ => bad(&mut problems),
                 },
+                "clump.checkpoint" => match value {
+                    "off" | "0" => options.checkpoint = None,
+                    n => match n.parse::<u64>() {
+                        Ok(s) if (1..=86_400).contains(&s) => {
+                            options.checkpoint = Some(Duration::from_secs(s))
+                        }
+                        _ => bad(&mut problems),
+                    },
+                },
                 "clump.window" => options.control.push(NodeChange::Window(Some(value.into()))),
                 "clump.balance" => options.control.push(NodeChange::Knob {
                     name: "balancer".into(),
@@ -106,14 +121,16 @@ mod tests {
 
     #[test]
     fn reads_every_option() {
-        let (o, problems) =
-            Options::from_cmdline("clump.port=9000 clump.probe=256 clump.probe_rate=50 clump.speed=1500");
+        let (o, problems) = Options::from_cmdline(
+            "clump.port=9000 clump.probe=256 clump.probe_rate=50 clump.speed=1500 clump.checkpoint=15",
+        );
         assert_eq!(
-            (o.port, o.probe_cap, o.probe_rate, o.speed),
-            (9000, 256, 50, Some(1500))
+            (o.port, o.probe_cap, o.probe_rate, o.speed, o.checkpoint),
+            (9000, 256, 50, Some(1500), Some(Duration::from_secs(15)))
         );
         assert!(problems.is_empty());
         assert_eq!(Options::from_cmdline("clump.probe=off").0.probe_cap, 0);
+        assert_eq!(Options::from_cmdline("clump.checkpoint=off").0.checkpoint, None);
     }
 
     #[test]
@@ -141,9 +158,10 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_and_ignored() {
-        let (o, problems) =
-            Options::from_cmdline("clump.port=0 clump.probe=-1 clump.probe_rate=0 clump.speed=x");
+        let (o, problems) = Options::from_cmdline(
+            "clump.port=0 clump.probe=-1 clump.probe_rate=0 clump.speed=x clump.checkpoint=-5",
+        );
         assert_eq!(o, Options::default());
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
     }
 }

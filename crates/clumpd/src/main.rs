@@ -155,7 +155,7 @@ fn main() -> Result<()> {
             return Ok(());
         }
     };
-    let (addr, port) = (lease.addr, options.port);
+    let (addr, port, checkpoint) = (lease.addr, options.port, options.checkpoint);
     let mut daemon =
         Daemon::new(options, paths, hub.clone(), &key, lease).context("cannot start the cluster")?;
     let number = hub.jobs.home().unwrap_or(0);
@@ -169,6 +169,7 @@ fn main() -> Result<()> {
         args.workdir_limit_mib << 20,
     ) {
         Ok(peers) => {
+            peers.set_checkpoint_interval(checkpoint);
             let _ = hub.peers.set(peers.clone());
             if let Err(e) = clump_clumpd::balance::start(hub.clone(), peers) {
                 tracing::warn!("no balancer: {e}");

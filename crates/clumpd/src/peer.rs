@@ -27,6 +27,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod recovery;
+pub use recovery::Checkpoints;
+
 /// Connect and handshake bound.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a target may take to restore.
@@ -55,6 +58,15 @@ pub enum Hello {
     },
     /// `clump ps` of another node: the answer is one job record per message, then `null`.
     Ps,
+    /// The node running a job of this home sends a checkpoint of it: one [`Round`] with its
+    /// `last`; `full` starts a new chain, else it holds what changed since `seq - 1`.
+    Checkpoint {
+        job: String,
+        node: u32,
+        version: String,
+        seq: u32,
+        full: bool,
+    },
 }
 
 /// One round of a move's images, followed on the stream by their bytes in order. Each round
@@ -66,7 +78,7 @@ pub struct Round {
     pub last: Option<Box<Last>>,
 }
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Last {
     pub job: JobInfo,
     pub pipes: Pipes,
@@ -76,6 +88,9 @@ pub struct Last {
     /// Input it had not read when it froze (base64): the target writes it to the job first.
     #[serde(default)]
     pub stdin: String,
+    /// In a checkpoint: the job's output offset on the node it came from when it was taken.
+    #[serde(default)]
+    pub output: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -203,6 +218,10 @@ pub struct Peers {
     outcomes: Mutex<Vec<Outcome>>,
     /// Guests running here: their stream to home, to ask home for a move.
     running_guests: Mutex<HashMap<String, Arc<Mutex<Sender>>>>,
+    /// At home: the last checkpoint of each job away from home.
+    checkpoints: Checkpoints,
+    /// How often guests here are checkpointed to their home, in ms; 0: never.
+    checkpoint_ms: AtomicU64,
 }
 
 /// How a move this node carried out ended.
@@ -253,6 +272,8 @@ struct GuestLink {
     waiter: Option<mpsc::Sender<Result<MoveStats, String>>>,
     /// Ends the stream when the guest's node is known dead.
     closer: Option<clump_link::Closer>,
+    /// Home's output offset that the guest's offset 0 stands for.
+    base: u64,
 }
 
 impl std::fmt::Debug for Peers {
@@ -302,7 +323,6 @@ impl Peers {
             hub: Arc::downgrade(&hub),
             me,
             number,
-            work,
             guests: Mutex::new(HashMap::new()),
             staged: Mutex::new(HashMap::new()),
             workdir_limit,
@@ -310,6 +330,11 @@ impl Peers {
             incoming: Mutex::new(Vec::new()),
             outcomes: Mutex::new(Vec::new()),
             running_guests: Mutex::new(HashMap::new()),
+            checkpoints: Checkpoints::new(work.join("checkpoints")),
+            checkpoint_ms: AtomicU64::new(
+                u64::try_from(crate::config::DEFAULT_CHECKPOINT.as_millis()).unwrap_or(u64::MAX),
+            ),
+            work,
         });
         let server = peers.clone();
         std::thread::Builder::new().name("peers".into()).spawn(move || {
@@ -431,6 +456,16 @@ impl Peers {
                     link.send_json(&Some(job))?;
                 }
                 link.send_json(&None::<JobInfo>)
+            }
+            Hello::Checkpoint {
+                job,
+                node,
+                version: v,
+                seq,
+                full,
+            } => {
+                self.receive_checkpoint(&mut link, &job, node, seq, full, &v);
+                Ok(())
             }
         }
     }
@@ -580,6 +615,7 @@ impl Peers {
             pipes,
             workdir: wd,
             stdin,
+            ..
         } = last;
         let Some(stdin) = base64_decode(&stdin) else {
             let _ = std::fs::remove_dir_all(&dir);
@@ -618,6 +654,7 @@ impl Peers {
             "images received and restored"
         );
         if info.home == Some(self.number) {
+            self.checkpoints.forget(job);
             return Ok(None);
         }
         match Guest::open(self.clone(), job, home) {
@@ -635,6 +672,7 @@ impl Peers {
             tracing::warn!(job, node, "a node claims a job that is not ours");
             return;
         }
+        let base = self.jobs.output_resume_point(&job);
         let (mut tx, mut rx) = link.split();
         let closer = tx.closer().ok();
         let (down_tx, down_rx) = mpsc::channel::<Down>();
@@ -675,6 +713,7 @@ impl Peers {
                     down: down_tx.clone(),
                     waiter,
                     closer,
+                    base,
                 },
             );
         }
@@ -709,6 +748,7 @@ impl Peers {
                 }
                 Up::Bytes { .. } => tracing::warn!(job, node, "file bytes out of place"),
                 Up::Exit { status } => {
+                    self.checkpoints.forget(&job);
                     self.jobs.remote_exit(&job, Some(status));
                     self.finish_waiter(&job, Some(node), Err("the job ended".into()));
                     self.forget(&job, node);
@@ -730,9 +770,14 @@ impl Peers {
         }
         // The guest went away without a word: its node died or dropped the job.
         if !moved && self.jobs.route(&job) == Some(node) {
-            tracing::warn!(job, node, "lost the job with its node");
-            self.jobs.remote_exit(&job, None);
             self.finish_waiter(&job, Some(node), Err(format!("node {node} went away")));
+            self.forget(&job, node);
+            if !self.recover(&job, node) {
+                tracing::warn!(job, node, "lost the job with its node");
+                self.checkpoints.forget(&job);
+                self.jobs.remote_exit(&job, None);
+            }
+            return;
         }
         self.forget(&job, node);
     }
@@ -964,14 +1009,19 @@ impl Transfer {
         to: SocketAddr,
         home: SocketAddr,
     ) -> Result<Transfer, MoveError> {
-        let link_err = |source| MoveError::Link { node, source };
-        let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
-        link.send_json(&Hello::Restore {
+        let hello = Hello::Restore {
             job: job.to_owned(),
             home,
             version: version(),
-        })
-        .map_err(link_err)?;
+        };
+        Transfer::open_with(key, node, to, &hello)
+    }
+
+    /// Opens a stream to `node` at `to` with `hello` and waits for its yes.
+    fn open_with(key: &ClusterKey, node: u32, to: SocketAddr, hello: &Hello) -> Result<Transfer, MoveError> {
+        let link_err = |source| MoveError::Link { node, source };
+        let mut link = Link::connect(to, key, CONNECT_TIMEOUT).map_err(link_err)?;
+        link.send_json(hello).map_err(link_err)?;
         link.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(link_err)?;
         let answer: Restored = link.recv_json().map_err(link_err)?;
         link.set_read_timeout(None).map_err(link_err)?;
@@ -1258,6 +1308,7 @@ fn carry_job(
                     pipes: frozen.pipes,
                     workdir: wd,
                     stdin: base64_encode(&frozen.stdin),
+                    output: 0,
                 }),
             )?;
             transfer.verdict()
@@ -1393,6 +1444,21 @@ impl Guest {
         if forwarder.is_err() {
             return;
         }
+        let busy = Arc::new(AtomicBool::new(false));
+        let checkpointer = recovery::Checkpointer {
+            peers: self.peers.clone(),
+            job: job.clone(),
+            home: self.home,
+            forwarded: forwarded.clone(),
+            closed: closed.clone(),
+            busy: busy.clone(),
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("guest-ckpt".into())
+            .spawn(move || checkpointer.run())
+        {
+            tracing::warn!(job, "no checkpoints for the job: {e}");
+        }
         loop {
             let msg = match self.rx.recv_json::<Down>() {
                 Ok(m) => m,
@@ -1412,18 +1478,20 @@ impl Guest {
                     .signal(0, &job, &signal.to_string())
                     .map_err(|e| e.to_string()),
                 Down::DrainedAck => Ok(()),
-                Down::Migrate { node, to, precopy } => match self.move_on(node, to, precopy, &forwarded) {
-                    Ok(stats) => {
-                        closed.store(true, Ordering::SeqCst);
-                        let _ = Guest::send(&self.tx, &Up::Moved { node, stats });
-                        return;
+                Down::Migrate { node, to, precopy } => {
+                    match self.move_on(node, to, precopy, &forwarded, &busy) {
+                        Ok(stats) => {
+                            closed.store(true, Ordering::SeqCst);
+                            let _ = Guest::send(&self.tx, &Up::Moved { node, stats });
+                            return;
+                        }
+                        Err(reason) => {
+                            tracing::warn!(job, node, "move failed: {reason}");
+                            let _ = Guest::send(&self.tx, &Up::Failed { reason });
+                            Ok(())
+                        }
                     }
-                    Err(reason) => {
-                        tracing::warn!(job, node, "move failed: {reason}");
-                        let _ = Guest::send(&self.tx, &Up::Failed { reason });
-                        Ok(())
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(job, "home's request failed: {e}");
@@ -1439,7 +1507,13 @@ impl Guest {
         to: SocketAddr,
         precopy: bool,
         forwarded: &AtomicU64,
+        checkpointing: &AtomicBool,
     ) -> Result<MoveStats, String> {
+        // A checkpoint under way holds the job for seconds at most.
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        while checkpointing.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let peers = self.peers.clone();
         let jobs = peers.jobs.clone();
         let job = self.job.clone();

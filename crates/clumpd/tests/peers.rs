@@ -81,6 +81,7 @@ fn last_round(
             },
             workdir,
             stdin: String::new(),
+            output: 0,
         })),
     })
     .expect("round");

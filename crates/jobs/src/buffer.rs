@@ -34,6 +34,9 @@ pub struct OutputBuffer {
     delivered: u64,
     readers: BTreeMap<ReaderId, u64>,
     next_reader: ReaderId,
+    /// Bytes still to be discarded as they come: a job restarted from a checkpoint writes
+    /// again what it wrote after that checkpoint, which its readers saw already.
+    skip: u64,
 }
 
 /// What [`OutputBuffer::read`] returns.
@@ -57,7 +60,18 @@ impl OutputBuffer {
             delivered: 0,
             readers: BTreeMap::new(),
             next_reader: 1,
+            skip: 0,
         }
+    }
+
+    /// The next `n` bytes pushed are dropped (they repeat what is held already).
+    pub fn skip_next(&mut self, n: u64) {
+        self.skip = n;
+    }
+
+    /// The offset the job's own writing has reached: `end` less what is still to be skipped.
+    pub fn resume_point(&self) -> u64 {
+        self.end - self.skip.min(self.end)
     }
 
     pub fn start(&self) -> u64 {
@@ -85,7 +99,9 @@ impl OutputBuffer {
 
     /// Appends bytes the job wrote, evicting the oldest beyond the cap.
     pub fn push(&mut self, stream: Stream, bytes: &[u8]) {
-        for piece in bytes.chunks(CHUNK) {
+        let repeated = usize::try_from(self.skip).unwrap_or(usize::MAX).min(bytes.len());
+        self.skip -= repeated as u64;
+        for piece in bytes[repeated..].chunks(CHUNK) {
             match self.chunks.back_mut() {
                 Some((s, last)) if *s == stream && last.len() + piece.len() <= CHUNK => {
                     last.extend_from_slice(piece)
@@ -251,5 +267,20 @@ mod tests {
         let (_, at) = b.attach(Some(99));
         assert_eq!(at, 3);
         assert!(b.read(at, 10).chunks.is_empty());
+    }
+
+    #[test]
+    fn bytes_repeated_after_a_restart_from_a_checkpoint_are_dropped_once() {
+        let mut b = OutputBuffer::new(DEFAULT_CAP);
+        b.push(Stream::Stdout, b"1\n2\n3\n");
+        // Checkpoint after "1\n"; the job ran on to "3\n", then restarted from the checkpoint.
+        b.skip_next(4);
+        assert_eq!(b.resume_point(), 2);
+        b.push(Stream::Stdout, b"2\n");
+        b.push(Stream::Stdout, b"3\n4\n");
+        assert_eq!(b.resume_point(), 8);
+        let r = b.read(0, usize::MAX);
+        let all: Vec<u8> = r.chunks.into_iter().flat_map(|(_, c)| c).collect();
+        assert_eq!(all, b"1\n2\n3\n4\n");
     }
 }

@@ -116,10 +116,12 @@ pub fn dump(reaper: i32, dir: &Path, parent: Option<&str>) -> Result<(), Checkpo
         .arg("-o")
         .arg(&log)
         .arg("--leave-stopped")
+        // Without it a dump ignores its parent and writes every page again; and a job that
+        // resumes after a checkpoint needs its writes tracked from here for the next one.
+        .arg("--track-mem")
         .args(COMMON);
     if let Some(parent) = parent {
-        // Without --track-mem the final dump ignores the parent and writes every page again.
-        cmd.arg("--track-mem").arg("--prev-images-dir").arg(parent);
+        cmd.arg("--prev-images-dir").arg(parent);
     }
     let status = cmd
         .stdin(Stdio::null())

@@ -546,6 +546,33 @@ impl Runtime {
         self.lock().table.get(job).map_or(0, |j| j.output.end())
     }
 
+    /// At home: where the job's own writing has got to, counting output still to be skipped
+    /// after a restart from a checkpoint as not written yet.
+    pub fn output_resume_point(&self, job: &str) -> u64 {
+        self.lock().table.get(job).map_or(0, |j| j.output.resume_point())
+    }
+
+    /// At home: the job restarts from a checkpoint taken when its output had reached `at`;
+    /// what it writes again up to the output held now is dropped, as the user saw it. Returns
+    /// the bytes lost, written after `at` on the dead node and never received (0 normally).
+    pub fn restart_output_at(&self, job: &str, at: u64) -> u64 {
+        let mut st = self.lock();
+        let Some(j) = st.table.get_mut(job) else {
+            return 0;
+        };
+        let end = j.output.end();
+        j.output.skip_next(end.saturating_sub(at));
+        j.info.recovered += 1;
+        at.saturating_sub(end)
+    }
+
+    /// At home: when the last checkpoint of a job away from home was taken (unix ms).
+    pub fn set_checkpointed(&self, job: &str, unix_ms: Option<u64>) {
+        if let Some(j) = self.lock().table.get_mut(job) {
+            j.info.checkpoint_ms = unix_ms;
+        }
+    }
+
     /// This node's number.
     pub fn home(&self) -> Option<u32> {
         self.lock().home
