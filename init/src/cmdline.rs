@@ -59,6 +59,9 @@ const SERVICE_OPTIONS: &[&str] = &[
     "clump.key",
     "clump.port",
     "clump.window",
+    "clump.checkpoint",
+    "clump.block",
+    "clump.balance",
     "clump.name",
 ];
 
@@ -121,7 +124,7 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
                     "clump.addr_wait={value:?}: expected milliseconds (0-600000)"
                 )),
             },
-            _ if SERVICE_OPTIONS.contains(&key) => {}
+            _ if SERVICE_OPTIONS.contains(&key) || key.starts_with("clump.balance.") => {}
             _ => warnings.push(format!("unknown option {key}")),
         }
     }
@@ -198,6 +201,14 @@ mod tests {
         assert_eq!(cfg.addr_wait, Duration::from_secs(3));
         assert_eq!(cfg.options.get("clump.key").map(String::as_str), Some("a b"));
         assert_eq!(cfg.options.get("clump.port").map(String::as_str), Some("7272"));
+    }
+
+    #[test]
+    fn the_runtimes_options_are_known() {
+        let (_, w) = parse(
+            "clump.checkpoint=10 clump.block=1 clump.balance=off clump.balance.stability=1500 clump.window=20:00-07:00",
+        );
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

@@ -247,6 +247,9 @@ impl Peers {
                 return;
             }
         };
+        if let Err(e) = std::fs::create_dir_all(&self.checkpoints.root) {
+            tracing::warn!(dir = %self.checkpoints.root.display(), "cannot keep checkpoints: {e}");
+        }
         let room = super::room(&self.checkpoints.root);
         if link
             .send_json(&Restored {

@@ -1,0 +1,209 @@
+//! Crash recovery (issue 8), in one lab of three nodes that checkpoint their guests every 10 s
+//! (`clump.checkpoint=10`; the balancer off, so only the test and the recovery move jobs):
+//!
+//! - a job of node 1 that runs on node 2 counts in a shell variable and prints a line a
+//!   second; node 2 loses power: home restarts the job from its last checkpoint, and `clump
+//!   run` on node 1 ends with code 0, every line exactly once and in order, and the right sum
+//!   (which only a job that kept its memory across the crash can print);
+//! - a job of node 1 that runs on node 3; node 1 (its home) loses power: the job runs to its
+//!   end on node 3, and `clump output` there shows its output, whole and in order.
+//!
+//! The serial logs stay in `target/e2e/recovery/`.
+
+use anyhow::{bail, ensure, Context, Result};
+use clump_e2e::{parse_ready, sh, start_lab, READY_FROM_KERNEL};
+use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// A job printing `line 0` .. `line N-1`, one a second, then the sum of 0..N it kept in memory.
+fn counting_job(lines: u32) -> String {
+    format!(
+        "sh -c 'i=0; s=0; while [ $i -lt {lines} ]; do echo line $i; s=$((s+i)); i=$((i+1)); sleep 1; done; echo sum=$s'"
+    )
+}
+
+fn expected_sum(lines: u32) -> u32 {
+    (0..lines).sum()
+}
+
+fn parse_json(text: &str) -> Result<Value> {
+    // clumpd's log shares the console: its lines may fall between the JSON's.
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let start = text.find('[').context("no JSON in the output")?;
+    let end = text.rfind(']').context("no JSON in the output")?;
+    serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
+}
+
+/// Job `id` as `node` sees it in `clump ps`.
+fn job(node: &mut Node, id: &str) -> Result<Option<Value>> {
+    match parse_json(&sh(node, "clump ps --json")?)? {
+        Value::Array(jobs) => Ok(jobs.into_iter().find(|j| j["id"] == id)),
+        other => bail!("`clump ps --json` is not a list: {other}"),
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = Instant::now() + limit;
+    while !done()? {
+        ensure!(Instant::now() < end, "{what}: not within {} s", limit.as_secs());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Ok(())
+}
+
+/// The `line N` numbers of `text` in order, and its `sum=` line; other lines (the console's)
+/// are left out.
+fn lines_and_sum(text: &str) -> (Vec<u32>, Option<u32>) {
+    let numbers = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("line "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let sum = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sum="))
+        .and_then(|s| s.trim().parse().ok());
+    (numbers, sum)
+}
+
+#[test]
+fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
+    let mut lab = start_lab("recovery", LabConfig::default())?;
+    for i in 1..=3 {
+        let spec = NodeSpec::from_artefacts(format!("rec{i}"), Boot::Kernel, &Artefacts::from_env())?
+            .memory_mib(1024)
+            .nic(NicModel::VirtioNetPci)
+            .cmdline("clump.balance=off clump.checkpoint=10");
+        lab.start_node(spec)?;
+    }
+    let mut addrs: Vec<Ipv4Addr> = Vec::new();
+    let mut prefix = 24;
+    for i in 0..3 {
+        let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
+        prefix = ready.prefix_len;
+        addrs.push(ready.addr);
+    }
+    let num: Vec<u64> = addrs
+        .iter()
+        .map(|a| u64::from(u32::from(*a) & (u32::MAX >> prefix)))
+        .collect();
+    wait_until(
+        "node 1 lists the other two alive",
+        Duration::from_secs(90),
+        || {
+            Ok(sh(lab.node(0)?, "clump nodes --json")?
+                .matches("\"alive\"")
+                .count()
+                >= 2)
+        },
+    )?;
+
+    // The node running a job dies.
+    let lines = 70;
+    let out = sh(
+        lab.node(0)?,
+        &format!(
+            "cd / && clump run --detach --on {} -- {}",
+            addrs[1],
+            counting_job(lines)
+        ),
+    )?;
+    let id = clump_lab::job_id(&out).with_context(|| format!("no job id:\n{out}"))?;
+    sh(
+        lab.node(0)?,
+        &format!("(clump attach {id} < /dev/null > /tmp/r1.out 2>&1; echo exit=$? >> /tmp/r1.out) &"),
+    )?;
+    wait_until(
+        "the job runs on node 2 and home holds a checkpoint of it",
+        Duration::from_secs(120),
+        || {
+            let j = job(lab.node(0)?, &id)?.context("the job is not listed at home")?;
+            Ok(j["node"] == num[1] && j["checkpoint_ms"].is_u64())
+        },
+    )?;
+    // A few lines after the checkpoint, so the restarted job writes some again.
+    std::thread::sleep(Duration::from_secs(5));
+    let before = lines_and_sum(&sh(lab.node(0)?, "cat /tmp/r1.out")?).0.len();
+    lab.node(1)?.kill()?;
+    let killed = Instant::now();
+    let mut runs_again = None;
+    wait_until(
+        "the job runs again after its node died",
+        Duration::from_secs(180),
+        || {
+            let j = job(lab.node(0)?, &id)?.context("the job is no longer listed at home")?;
+            ensure!(j["state"] == "running", "the job did not survive its node: {j}");
+            let moved_on = j["node"] != num[1] && j["recovered"] == 1;
+            if moved_on {
+                runs_again = j["node"].as_u64();
+            }
+            Ok(moved_on)
+        },
+    )?;
+    let recovery_s = killed.elapsed().as_secs();
+    wait_until("the job's `clump attach` ends", Duration::from_secs(240), || {
+        Ok(sh(lab.node(0)?, "cat /tmp/r1.out")?.contains("exit="))
+    })?;
+    let said = sh(lab.node(0)?, "cat /tmp/r1.out")?;
+    let (numbers, sum) = lines_and_sum(&said);
+    ensure!(
+        numbers == (0..lines).collect::<Vec<_>>(),
+        "output after the crash is not every line once, in order:\n{said}"
+    );
+    ensure!(
+        sum == Some(expected_sum(lines)),
+        "the job's sum is {sum:?}, not {}:\n{said}",
+        expected_sum(lines)
+    );
+    ensure!(said.contains("exit=0"), "the job did not end well:\n{said}");
+    eprintln!(
+        "recovery: node 2 died after {before} lines; the job ran again on node {runs_again:?} \
+         {recovery_s} s later and ended with all {lines} lines once and sum={}",
+        expected_sum(lines)
+    );
+
+    // The home of a job dies: the job runs on, its output stays where it runs.
+    let lines = 40;
+    let out = sh(
+        lab.node(0)?,
+        &format!(
+            "cd / && clump run --detach --on {} -- {}",
+            addrs[2],
+            counting_job(lines)
+        ),
+    )?;
+    let id = clump_lab::job_id(&out).with_context(|| format!("no job id:\n{out}"))?;
+    wait_until("the second job runs on node 3", Duration::from_secs(120), || {
+        Ok(job(lab.node(0)?, &id)?.is_some_and(|j| j["node"] == num[2]))
+    })?;
+    std::thread::sleep(Duration::from_secs(5));
+    lab.node(0)?.kill()?;
+    wait_until(
+        "the job ends on node 3 after its home died",
+        Duration::from_secs(240),
+        || Ok(job(lab.node(2)?, &id)?.is_some_and(|j| j["state"] != "running")),
+    )?;
+    let j = job(lab.node(2)?, &id)?.context("the job is gone from node 3")?;
+    ensure!(j["exit"]["code"] == 0, "the job did not end well: {j}");
+    let kept = sh(lab.node(2)?, &format!("clump output {id}"))?;
+    let (numbers, sum) = lines_and_sum(&kept);
+    let first = numbers.first().copied().context("no output kept on node 3")?;
+    ensure!(
+        numbers == (first..lines).collect::<Vec<_>>() && sum == Some(expected_sum(lines)),
+        "node 3 does not hold the job's output from line {first} on, in order, with its sum:\n{kept}"
+    );
+    eprintln!("recovery: home died; the job ended on node 3, which kept its output from line {first} on");
+    Ok(())
+}
+
+#[test]
+fn output_lines_are_read_in_order_and_the_console_is_left_out() {
+    let (n, s) = lines_and_sum("line 0\nclumpd: [1.0] INFO x\nline 1\r\nsum=1\nexit=0\n");
+    assert_eq!((n, s), (vec![0, 1], Some(1)));
+}
