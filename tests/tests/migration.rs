@@ -356,7 +356,7 @@ fn unread_input_travels(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr]) -> Result<
         "cd / && clump run --detach --home -- sh -c 'sleep 8; read line; echo got $line; exit 5'",
     )?;
     let id = clump_lab::job_id(&start).with_context(|| format!("no job id:\n{start}"))?;
-    // Input that stays open (a job with its input closed does not move).
+    // Input that stays open: the line waits unread in the pipe while the job moves.
     sh(
         lab.node(0)?,
         &format!("(echo pending-input; sleep 300) | clump attach {id} > /tmp/attach.out 2>&1 &"),

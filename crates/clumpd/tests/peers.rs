@@ -78,6 +78,7 @@ fn last_round(
                 stdout: 2,
                 stderr: 3,
                 status: 4,
+                stdin_closed: false,
             },
             workdir,
             stdin: String::new(),

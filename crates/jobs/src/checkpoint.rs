@@ -38,6 +38,10 @@ pub struct Pipes {
     pub stdout: u64,
     pub stderr: u64,
     pub status: u64,
+    /// The job's input was closed (its end of the stdin pipe has no writer): the restored job
+    /// gets a pipe whose write end is closed at once, so it reads EOF as before.
+    #[serde(default)]
+    pub stdin_closed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

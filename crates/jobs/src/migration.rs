@@ -150,18 +150,18 @@ impl Runtime {
                 "job {job} closed its output: it is ending, not worth moving"
             )));
         };
-        let stdin = live.stdin.as_ref().map_or(0, |f| inode(f));
-        if stdin == 0 {
-            return Err(JobError::Invalid(format!(
-                "job {job} has its input closed; moving such a job is not supported yet"
-            )));
-        }
         let pipes = Pipes {
-            stdin,
+            stdin: live.stdin.as_ref().map_or(live.stdin_ino, |f| inode(f)),
             stdout: inode(stdout),
             stderr: inode(stderr),
             status: inode(&live.status),
+            stdin_closed: live.stdin.is_none(),
         };
+        if pipes.stdin == 0 {
+            return Err(JobError::Invalid(format!(
+                "job {job}: the inode of its input pipe is unknown"
+            )));
+        }
         live.moving = true;
         let pid = live.pid;
         let cgroup = live.cgroup.clone();
@@ -356,6 +356,7 @@ impl Runtime {
                 }
             },
         };
+        let stdin_ino = inode(&stdin_r);
         let new = NewPipes {
             stdin: stdin_r,
             stdout: stdout_w,
@@ -372,6 +373,7 @@ impl Runtime {
             }
         };
         drop(new);
+        let stdin_w = (!frozen_pipes.stdin_closed).then_some(stdin_w);
         let pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_raw(pid).ok_or_else(|| JobError::Invalid("restored pid 0".into()))?,
             rustix::process::PidfdFlags::empty(),
@@ -400,12 +402,13 @@ impl Runtime {
                 pidfd: Arc::new(pidfd),
                 stdout: Some(Arc::new(stdout_r)),
                 stderr: Some(Arc::new(stderr_r)),
-                stdin: Some(Arc::new(stdin_w)),
+                stdin: stdin_w.map(Arc::new),
                 status: status_r,
                 cgroup,
                 reaped: None,
                 moving: false,
                 held_stdin: Vec::new(),
+                stdin_ino,
             },
         );
         drop(st);

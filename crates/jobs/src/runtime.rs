@@ -69,6 +69,8 @@ pub(crate) struct Live {
     /// Input the frozen job had not read yet, taken out of its pipe to travel with it; put
     /// back if it stays.
     pub(crate) held_stdin: Vec<u8>,
+    /// The inode of its stdin pipe, which names it in images after `stdin` was closed.
+    pub(crate) stdin_ino: u64,
 }
 
 #[derive(Debug, Default)]
@@ -287,6 +289,7 @@ impl Runtime {
         for fd in [&stdout, &stderr, &status] {
             set_nonblocking(fd);
         }
+        let stdin_ino = rustix::fs::fstat(&stdin).map_or(0, |s| s.st_ino);
         let home = st.home;
         st.table.insert(
             JobInfo {
@@ -314,6 +317,7 @@ impl Runtime {
                 reaped: None,
                 moving: false,
                 held_stdin: Vec::new(),
+                stdin_ino,
             },
         );
         self.running.fetch_add(1, Ordering::Relaxed);
