@@ -375,7 +375,13 @@ impl Peers {
                 root.display()
             ));
         }
-        let written = workdir::write(wd, || {
+        // At home the job's user is the one home knows, whatever the record that came says.
+        let owner = if at_home {
+            self.jobs.info(&info.id).map_or(info.uid, |i| i.uid)
+        } else {
+            info.uid
+        };
+        let written = workdir::write(wd, Some(owner), || {
             link.recv()
                 .map_err(|e| WorkdirError::Io(std::io::Error::other(e.to_string())))
         });
@@ -695,7 +701,8 @@ impl Peers {
                 },
                 Up::Usage { cpu_ms, mem_kib } => self.jobs.remote_usage(&job, cpu_ms, mem_kib),
                 Up::Files { workdir: wd } => {
-                    if let Err(e) = copy_back(&mut rx, &wd, self.workdir_limit) {
+                    let owner = self.jobs.info(&job).map(|i| i.uid);
+                    if let Err(e) = copy_back(&mut rx, &wd, owner, self.workdir_limit) {
                         tracing::warn!(job, node, "the job's working directory did not come back: {e}");
                     } else {
                         tracing::info!(
@@ -1111,9 +1118,9 @@ fn send_workdir_home(peers: &Peers, tx: &Mutex<Sender>, job: &str) {
 }
 
 /// Home: writes what a guest sends of the job's working directory at its end into home's own.
-fn copy_back(rx: &mut Receiver, wd: &Workdir, limit: u64) -> Result<(), WorkdirError> {
+fn copy_back(rx: &mut Receiver, wd: &Workdir, owner: Option<u32>, limit: u64) -> Result<(), WorkdirError> {
     workdir::check(wd, limit)?;
-    workdir::write(wd, || match rx.recv_json::<Up>() {
+    workdir::write(wd, owner, || match rx.recv_json::<Up>() {
         Ok(Up::Bytes { data }) => {
             base64_decode(&data).ok_or_else(|| WorkdirError::BadPath("undecodable file bytes".into()))
         }
