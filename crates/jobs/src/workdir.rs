@@ -200,6 +200,7 @@ pub fn write(
         let mut dir = root.try_clone()?;
         for up in parent.components() {
             dir = open_dir(&dir, up.as_os_str(), &e.path)?;
+            users_own(&dir, owner, &e.path)?;
         }
         let existing = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
         let is_dir = existing
@@ -328,7 +329,26 @@ fn open_root(root: &Path, owner: Option<u32>) -> Result<OwnedFd, WorkdirError> {
     if made {
         own(&dir, owner)?;
     }
+    users_own(&dir, owner, &shown)?;
     Ok(dir)
+}
+
+/// Root writes into a directory for a job only when the job's user owns it (or the job is
+/// root's): a job may work in a directory it can enter but not write, another user's say, and
+/// its copy coming back must not plant files there that its user could not.
+fn users_own(dir: impl AsFd, owner: Option<u32>, shown: &str) -> Result<(), WorkdirError> {
+    let Some(uid) = owner.filter(|u| *u != 0) else {
+        return Ok(());
+    };
+    let st = rustix::fs::fstat(dir).map_err(io)?;
+    if st.st_uid == uid {
+        Ok(())
+    } else {
+        Err(WorkdirError::BadPath(format!(
+            "{shown} (in a directory of uid {}, not of the job's uid {uid})",
+            st.st_uid
+        )))
+    }
 }
 
 /// Gives what was made for a job to its user (the group stays: only the uid travels).
@@ -555,6 +575,37 @@ mod tests {
             Err(WorkdirError::BadPath(_))
         ));
         assert!(!outside.path().join("w").exists());
+    }
+
+    /// A job of one user worked in another's directory (it could enter it, not write it): its
+    /// copy does not come back into it, nor into a directory of another's inside its own.
+    #[test]
+    fn nothing_is_written_into_another_user_s_directory() {
+        let me = rustix::process::getuid().as_raw();
+        let other = if me == 4321 { 4322 } else { 4321 };
+        let to = tempfile::tempdir().expect("tempdir");
+        let wd = Workdir {
+            root: to.path().to_str().expect("utf-8").into(),
+            entries: vec![file("planted", 0o644, 1)],
+        };
+        assert!(matches!(
+            write(&wd, Some(other), bytes(b"x")),
+            Err(WorkdirError::BadPath(_))
+        ));
+        assert!(!to.path().join("planted").exists());
+        if me == 0 {
+            let root = to.path().join("mine");
+            std::fs::create_dir(&root).expect("mkdir");
+            std::os::unix::fs::chown(&root, Some(other), None).expect("chown");
+            std::fs::create_dir(root.join("roots")).expect("mkdir");
+            let wd = Workdir {
+                root: root.to_str().expect("utf-8").into(),
+                entries: vec![file("roots/planted", 0o644, 1)],
+            };
+            assert!(write(&wd, Some(other), bytes(b"x")).is_err());
+            assert!(!root.join("roots/planted").exists());
+        }
+        write(&wd, Some(me), bytes(b"x")).expect("the owner's own");
     }
 
     /// What root writes for a job is the job's user's, and never set-uid or set-gid.
