@@ -293,7 +293,7 @@ impl Peers {
     ) -> std::io::Result<Arc<Peers>> {
         let me = SocketAddr::from((addr, port));
         let listener = TcpListener::bind(me)?;
-        if let Err(e) = std::fs::create_dir_all(&work) {
+        if let Err(e) = private_dir(&work) {
             tracing::warn!(dir = %work.display(), "cannot create the migration directory; moves will fail: {e}");
         }
         let peers = Arc::new(Peers {
@@ -867,6 +867,17 @@ impl Peers {
             ))),
         }
     }
+}
+
+/// Creates `dir` for root alone (0700), or makes it so: the images staged in it are the
+/// memory of other users' jobs.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 fn valid_job_id(id: &str) -> bool {
@@ -1486,6 +1497,21 @@ mod tests {
         assert!(valid_job_id("0a1b2c3d"));
         assert!(!valid_job_id("0a1b2c3"));
         assert!(!valid_job_id("../../x1"));
+    }
+
+    #[test]
+    fn the_migration_directory_is_root_s_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().expect("tempdir");
+        let fresh = base.path().join("run/migrate");
+        private_dir(&fresh).expect("create");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o700);
+        let old = base.path().join("old");
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        private_dir(&old).expect("existing");
+        assert_eq!(mode(&old), 0o700, "one left by an earlier run is closed too");
     }
 
     #[test]
