@@ -13,14 +13,12 @@ use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Events kept for `events` requests and late watchers.
 const EVENT_RING: usize = 512;
-/// More clients than this at once are turned away: a local user cannot exhaust threads.
-const MAX_CLIENTS: usize = 32;
 
 #[derive(Debug)]
 pub enum Command {
@@ -43,7 +41,8 @@ pub struct Hub {
     state: Mutex<Snapshot>,
     changed: Condvar,
     commands: Mutex<Vec<Command>>,
-    clients: AtomicUsize,
+    /// Connections held, by caller (see [`crate::client_slots`]).
+    clients: crate::client_slots::ClientSlots,
     /// The job streams to other nodes, once this node has an address.
     pub peers: std::sync::OnceLock<Arc<crate::peer::Peers>>,
     /// How this node takes guests and balances; read by the daemon and the balancer.
@@ -71,7 +70,7 @@ impl Hub {
             }),
             changed: Condvar::new(),
             commands: Mutex::new(Vec::new()),
-            clients: AtomicUsize::new(0),
+            clients: crate::client_slots::ClientSlots::default(),
             peers: std::sync::OnceLock::new(),
             control: Mutex::new(crate::control::Control::default()),
             balancer: Mutex::new(clump_balance::Balancer::new(
@@ -146,22 +145,28 @@ pub fn serve(path: &Path, hub: Arc<Hub>) -> std::io::Result<()> {
     std::thread::Builder::new().name("api".into()).spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            if hub.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                hub.clients.fetch_sub(1, Ordering::SeqCst);
+            let uid = peer(&stream).map(|(uid, _)| uid);
+            if !hub.clients.take(uid) {
                 let mut s = stream;
-                let _ = write_line(&mut s, &Reply::<()>::Error("too many clients".into()));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = write_line(
+                    &mut s,
+                    &Reply::<()>::Error("too many connections of this user".into()),
+                );
                 continue;
             }
             let hub = hub.clone();
+            let client_hub = hub.clone();
             let spawned = std::thread::Builder::new()
                 .name("api-client".into())
                 .spawn(move || {
-                    if let Err(err) = client(stream, &hub) {
+                    if let Err(err) = client(stream, &client_hub) {
                         tracing::debug!(%err, "api client");
                     }
-                    hub.clients.fetch_sub(1, Ordering::SeqCst);
+                    client_hub.clients.give(uid);
                 });
             if spawned.is_err() {
+                hub.clients.give(uid);
                 tracing::warn!("cannot start a thread for an api client");
             }
         }

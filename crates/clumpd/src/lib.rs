@@ -2,6 +2,7 @@
 
 pub mod api_server;
 pub mod balance;
+pub mod client_slots;
 pub mod cluster_ps;
 pub mod config;
 pub mod control;

@@ -314,7 +314,7 @@ impl Peers {
     ) -> std::io::Result<Arc<Peers>> {
         let me = SocketAddr::from((addr, port));
         let listener = TcpListener::bind(me)?;
-        if let Err(e) = std::fs::create_dir_all(&work) {
+        if let Err(e) = private_dir(&work) {
             tracing::warn!(dir = %work.display(), "cannot create the migration directory; moves will fail: {e}");
         }
         let peers = Arc::new(Peers {
@@ -400,7 +400,13 @@ impl Peers {
                 root.display()
             ));
         }
-        let written = workdir::write(wd, || {
+        // At home the job's user is the one home knows, whatever the record that came says.
+        let owner = if at_home {
+            self.jobs.info(&info.id).map_or(info.uid, |i| i.uid)
+        } else {
+            info.uid
+        };
+        let written = workdir::write(wd, Some(owner), || {
             link.recv()
                 .map_err(|e| WorkdirError::Io(std::io::Error::other(e.to_string())))
         });
@@ -734,7 +740,8 @@ impl Peers {
                 },
                 Up::Usage { cpu_ms, mem_kib } => self.jobs.remote_usage(&job, cpu_ms, mem_kib),
                 Up::Files { workdir: wd } => {
-                    if let Err(e) = copy_back(&mut rx, &wd, self.workdir_limit) {
+                    let owner = self.jobs.info(&job).map(|i| i.uid);
+                    if let Err(e) = copy_back(&mut rx, &wd, owner, self.workdir_limit) {
                         tracing::warn!(job, node, "the job's working directory did not come back: {e}");
                     } else {
                         tracing::info!(
@@ -905,6 +912,17 @@ impl Peers {
             ))),
         }
     }
+}
+
+/// Creates `dir` for root alone (0700), or makes it so: the images staged in it are the
+/// memory of other users' jobs.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 fn valid_job_id(id: &str) -> bool {
@@ -1161,9 +1179,9 @@ fn send_workdir_home(peers: &Peers, tx: &Mutex<Sender>, job: &str) {
 }
 
 /// Home: writes what a guest sends of the job's working directory at its end into home's own.
-fn copy_back(rx: &mut Receiver, wd: &Workdir, limit: u64) -> Result<(), WorkdirError> {
+fn copy_back(rx: &mut Receiver, wd: &Workdir, owner: Option<u32>, limit: u64) -> Result<(), WorkdirError> {
     workdir::check(wd, limit)?;
-    workdir::write(wd, || match rx.recv_json::<Up>() {
+    workdir::write(wd, owner, || match rx.recv_json::<Up>() {
         Ok(Up::Bytes { data }) => {
             base64_decode(&data).ok_or_else(|| WorkdirError::BadPath("undecodable file bytes".into()))
         }
@@ -1553,6 +1571,21 @@ mod tests {
         assert!(valid_job_id("0a1b2c3d"));
         assert!(!valid_job_id("0a1b2c3"));
         assert!(!valid_job_id("../../x1"));
+    }
+
+    #[test]
+    fn the_migration_directory_is_root_s_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().expect("tempdir");
+        let fresh = base.path().join("run/migrate");
+        private_dir(&fresh).expect("create");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o700);
+        let old = base.path().join("old");
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        private_dir(&old).expect("existing");
+        assert_eq!(mode(&old), 0o700, "one left by an earlier run is closed too");
     }
 
     #[test]

@@ -21,6 +21,13 @@ const ANSWERS_WANTED: f64 = 4.0;
 const REPORT_AT: [u64; 4] = [1, 10, 100, 1000];
 /// A node id heard from two daemon instances alternately within this time is two machines.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+/// Addresses whose datagrams fail authentication that are remembered at most. Source addresses
+/// cost nothing to forge: without a bound, forged datagrams from ever new addresses would grow
+/// the table (and `nodes.json`, rewritten every second) without end, one warning each. Beyond
+/// it they are only counted (`auth`).
+pub const MAX_FOREIGN: usize = 256;
+/// A refused address not heard from for this long is forgotten.
+const FOREIGN_FORGET: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -599,6 +606,9 @@ impl Cluster {
             OpenError::Replay => c.replay += 1,
             OpenError::Auth => {
                 c.auth += 1;
+                if self.foreign.len() >= MAX_FOREIGN && !self.foreign.contains_key(from.ip()) {
+                    return;
+                }
                 let entry = self.foreign.entry(*from.ip()).or_insert(Foreign {
                     dropped: 0,
                     last: now,
@@ -747,6 +757,8 @@ impl Cluster {
 
     fn expire(&mut self, now: Duration) {
         let cutoff = now.saturating_sub(Duration::from_secs(60));
+        self.foreign
+            .retain(|_, f| now.saturating_sub(f.last) < FOREIGN_FORGET);
         let alive: HashSet<NodeId> = self.alive.list.iter().map(|m| m.id).collect();
         self.records.expire(cutoff, |id| alive.contains(id));
         // Duplicate ids show within DUPLICATE_WINDOW; older tracks only cost memory.
@@ -845,4 +857,55 @@ pub fn broadcast_of(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Addr> {
     }
     let host_mask = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(u32::MAX);
     Some(Ipv4Addr::from(u32::from(addr) | host_mask))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(now: Duration) -> Cluster {
+        let key = ClusterKey::from_bytes([7; 32]);
+        Cluster::new(
+            &key,
+            crate::record::sample(1, 1),
+            1,
+            [1; 16],
+            1,
+            Config::default(),
+            now,
+        )
+    }
+
+    /// Forged datagrams from ever new (spoofed) addresses: counted, but the table of refused
+    /// addresses, and the warnings, stay bounded; old entries are forgotten.
+    #[test]
+    fn forged_datagrams_from_many_addresses_keep_the_foreign_table_bounded() {
+        let now = Duration::from_secs(1);
+        let mut c = node(now);
+        let other = ClusterKey::from_bytes([8; 32]);
+        let mut forger = Sealer::new(&other, [9; 16]);
+        let datagram = forger.seal(wire::KIND_SYNC_REQUEST, &[]).expect("seal");
+        for i in 0..10_000u32 {
+            let from = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + i), 7171);
+            c.handle_datagram(now, from, &datagram);
+        }
+        assert_eq!(c.counters().auth, 10_000);
+        assert_eq!(c.foreign().count(), MAX_FOREIGN);
+        let refused = std::iter::from_fn(|| c.poll_event())
+            .filter(|e| matches!(e, Event::Refused { .. }))
+            .count();
+        assert_eq!(refused, MAX_FOREIGN, "one warning per remembered address");
+        // A remembered address still counts up.
+        let first = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000), 7171);
+        c.handle_datagram(now, first, &datagram);
+        assert_eq!(
+            c.foreign()
+                .find(|(a, _)| **a == *first.ip())
+                .map(|(_, f)| f.dropped),
+            Some(2)
+        );
+        let later = now + FOREIGN_FORGET + Duration::from_secs(10);
+        c.handle_time(later);
+        assert_eq!(c.foreign().count(), 0, "forgotten after {FOREIGN_FORGET:?}");
+    }
 }

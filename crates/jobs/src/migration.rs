@@ -373,6 +373,19 @@ impl Runtime {
             }
         };
         drop(new);
+        // CRIU, as root, gives the restored tree the credentials the images hold. The reaper
+        // always runs as the job's user, so it must have the uid this node lets act on the job
+        // (home's own record when the job comes home): images that disagree are not run.
+        let uid = self.lock().table.get(&job).map_or(info.uid, |j| j.info.uid);
+        if let Err(why) = reaper_runs_as(pid, uid) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            if let Some(dir) = &cgroup {
+                remove_cgroup(dir);
+            }
+            return Err(JobError::Invalid(format!("restored job {job} refused: {why}")));
+        }
         let stdin_w = (!frozen_pipes.stdin_closed).then_some(stdin_w);
         let pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_raw(pid).ok_or_else(|| JobError::Invalid("restored pid 0".into()))?,
@@ -582,6 +595,17 @@ impl Runtime {
     }
 }
 
+/// Whether the restored reaper `pid` runs as `uid`, all four of its uids.
+fn reaper_runs_as(pid: i32, uid: u32) -> Result<(), String> {
+    match crate::stat::uids(pid) {
+        Some(uids) if uids.iter().all(|u| *u == uid) => Ok(()),
+        Some(uids) => Err(format!(
+            "its reaper runs as uid {uids:?}, the job belongs to uid {uid}"
+        )),
+        None => Err(format!("cannot read the uids of its reaper {pid}")),
+    }
+}
+
 /// A job's cgroup goes once its last process has: the kernel refuses while any is left.
 fn remove_cgroup(dir: &Path) {
     for _ in 0..50 {
@@ -592,5 +616,23 @@ fn remove_cgroup(dir: &Path) {
             }
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reaper_of_another_uid_is_refused() {
+        let me = rustix::process::getuid().as_raw();
+        let pid = i32::try_from(std::process::id()).expect("pid");
+        assert_eq!(reaper_runs_as(pid, me), Ok(()));
+        let err = reaper_runs_as(pid, me.wrapping_add(1)).expect_err("another uid");
+        assert!(
+            err.contains(&format!("belongs to uid {}", me.wrapping_add(1))),
+            "{err}"
+        );
+        assert!(reaper_runs_as(-1, me).is_err());
     }
 }

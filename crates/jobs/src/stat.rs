@@ -30,6 +30,19 @@ pub fn parse_children(text: &str) -> Vec<i32> {
     text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
+/// The real, effective, saved and file-system uids from the text of `/proc/<pid>/status`.
+pub fn parse_status_uids(text: &str) -> Option<[u32; 4]> {
+    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_whitespace().map(|v| v.parse::<u32>().ok());
+    let uids = [ids.next()??, ids.next()??, ids.next()??, ids.next()??];
+    Some(uids)
+}
+
+/// The uids of process `pid` now (see [`parse_status_uids`]).
+pub fn uids(pid: i32) -> Option<[u32; 4]> {
+    parse_status_uids(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
 /// CPU time (ms) and memory (KiB) of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -90,6 +103,17 @@ pub fn usage(reaper: i32, cgroup: Option<&Path>) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_uids() {
+        let text = "Name:\tsleep\nUmask:\t0022\nUid:\t1000\t0\t1000\t1000\nGid:\t5\t5\t5\t5\n";
+        assert_eq!(parse_status_uids(text), Some([1000, 0, 1000, 1000]));
+        assert_eq!(parse_status_uids("Uid:\t1\t2\n"), None);
+        assert_eq!(parse_status_uids("Gid:\t1\t2\t3\t4\n"), None);
+        let me = rustix::process::getuid().as_raw();
+        let pid = i32::try_from(std::process::id()).expect("pid");
+        assert_eq!(uids(pid).map(|u| u[0]), Some(me));
+    }
 
     #[test]
     fn stat_fields_are_counted_after_the_name() {

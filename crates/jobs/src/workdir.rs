@@ -3,9 +3,12 @@
 //! the home node's copy. System directories are the image's and the same on every node: they
 //! never travel. Paths inside are checked on the way in: relative, no `..`, no symlink followed.
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -174,43 +177,88 @@ pub fn check(wd: &Workdir, limit: u64) -> Result<PathBuf, WorkdirError> {
 }
 
 /// Writes a checked working directory under its root, the files' bytes read from `next` (a
-/// source of chunks) in entry order. An entry whose parent is a symlink is refused, so nothing
-/// lands outside the root.
+/// source of chunks) in entry order, as root for a job of `owner`.
+///
+/// The directory is often one its user can change meanwhile (home's copy, or the job itself on
+/// the target), so nothing here follows a path twice: every directory, from `/` down, is opened
+/// with `O_NOFOLLOW` relative to the one before (a symlink anywhere on the way refuses the
+/// entry), a file is always a new inode (`O_EXCL` after removing what was there: no write
+/// through a hard link), modes are set on open fds and lose set-uid and set-gid, and what is
+/// created belongs to `owner` (a directory that was there keeps its owner, and its mode unless it
+/// is `owner`'s).
 pub fn write(
     wd: &Workdir,
+    owner: Option<u32>,
     mut next: impl FnMut() -> Result<Vec<u8>, WorkdirError>,
 ) -> Result<(), WorkdirError> {
-    let root = PathBuf::from(&wd.root);
-    std::fs::create_dir_all(&root)?;
+    let root = open_root(Path::new(&wd.root), owner)?;
     for e in &wd.entries {
         let rel = safe_path(&e.path)?;
-        let path = root.join(&rel);
-        // Every directory on the way must be a real one, not a symlink out of the root.
-        for up in rel.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()) {
-            let meta = std::fs::symlink_metadata(root.join(up))?;
-            if !meta.is_dir() {
-                return Err(WorkdirError::BadPath(e.path.clone()));
-            }
+        let (Some(name), Some(parent)) = (rel.file_name(), rel.parent()) else {
+            return Err(WorkdirError::BadPath(e.path.clone()));
+        };
+        let mut dir = root.try_clone()?;
+        for up in parent.components() {
+            dir = open_dir(&dir, up.as_os_str(), &e.path)?;
+            users_own(&dir, owner, &e.path)?;
         }
+        let existing = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let is_dir = existing
+            .as_ref()
+            .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        let mode = Mode::from_raw_mode(e.mode & 0o1777);
         match &e.kind {
             Kind::Dir => {
-                if !path.is_dir() {
-                    if std::fs::symlink_metadata(&path).is_ok() {
-                        std::fs::remove_file(&path)?;
-                    }
-                    std::fs::create_dir(&path)?;
+                if existing.is_some() && !is_dir {
+                    rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io)?;
                 }
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(e.mode))?;
+                if !is_dir {
+                    rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)).map_err(io)?;
+                }
+                let fd = open_dir(&dir, name, &e.path)?;
+                let theirs = existing
+                    .as_ref()
+                    .filter(|_| is_dir)
+                    .is_some_and(|st| owner.is_some_and(|o| o != st.st_uid));
+                if !theirs {
+                    own(&fd, owner)?;
+                    rustix::fs::fchmod(&fd, mode).map_err(io)?;
+                }
             }
             Kind::Symlink { target } => {
-                let _ = std::fs::remove_file(&path);
-                std::os::unix::fs::symlink(target, &path)?;
+                if is_dir {
+                    return Err(WorkdirError::BadPath(format!("{} (a directory here)", e.path)));
+                }
+                if existing.is_some() {
+                    rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io)?;
+                }
+                rustix::fs::symlinkat(target.as_str(), &dir, name).map_err(io)?;
+                if let Some(uid) = owner {
+                    rustix::fs::chownat(
+                        &dir,
+                        name,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        None,
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(io)?;
+                }
             }
             Kind::File { size } => {
-                if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                if is_dir {
                     return Err(WorkdirError::BadPath(e.path.clone()));
                 }
-                let mut file = std::fs::File::create(&path)?;
+                if existing.is_some() {
+                    rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io)?;
+                }
+                let fd = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(io)?;
+                let mut file = std::fs::File::from(fd);
                 let mut left = *size;
                 while left > 0 {
                     let chunk = next()?;
@@ -223,13 +271,92 @@ pub fn write(
                     std::io::Write::write_all(&mut file, &chunk)?;
                     left -= chunk.len() as u64;
                 }
-                file.set_permissions(std::fs::Permissions::from_mode(e.mode))?;
+                own(&file, owner)?;
+                rustix::fs::fchmod(&file, mode).map_err(io)?;
                 let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(e.mtime).unwrap_or(0));
                 let _ = file.set_modified(mtime);
             }
         }
     }
     Ok(())
+}
+
+fn io(e: rustix::io::Errno) -> WorkdirError {
+    WorkdirError::Io(e.into())
+}
+
+/// Opens directory `name` in `dir`, never through a symlink.
+fn open_dir(dir: impl AsFd, name: impl rustix::path::Arg, shown: &str) -> Result<OwnedFd, WorkdirError> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => {
+            WorkdirError::BadPath(format!("{shown} (a symlink or not a directory on the way)"))
+        }
+        e => io(e),
+    })
+}
+
+/// The root of a working directory, opened from `/` one component at a time without following
+/// a symlink; the missing ones are made (the root itself then belongs to `owner`).
+fn open_root(root: &Path, owner: Option<u32>) -> Result<OwnedFd, WorkdirError> {
+    let shown = root.display().to_string();
+    if !root.is_absolute() {
+        return Err(WorkdirError::BadPath(shown));
+    }
+    let mut dir = open_dir(rustix::fs::CWD, "/", &shown)?;
+    let mut made = false;
+    for c in root.components() {
+        let name = match c {
+            Component::RootDir => continue,
+            Component::Normal(name) => name,
+            _ => return Err(WorkdirError::BadPath(shown)),
+        };
+        made = false;
+        dir = match open_dir(&dir, name, &shown) {
+            Err(WorkdirError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755)).map_err(io)?;
+                made = true;
+                open_dir(&dir, name, &shown)?
+            }
+            opened => opened?,
+        };
+    }
+    if made {
+        own(&dir, owner)?;
+    }
+    users_own(&dir, owner, &shown)?;
+    Ok(dir)
+}
+
+/// Root writes into a directory for a job only when the job's user owns it (or the job is
+/// root's): a job may work in a directory it can enter but not write, another user's say, and
+/// its copy coming back must not plant files there that its user could not.
+fn users_own(dir: impl AsFd, owner: Option<u32>, shown: &str) -> Result<(), WorkdirError> {
+    let Some(uid) = owner.filter(|u| *u != 0) else {
+        return Ok(());
+    };
+    let st = rustix::fs::fstat(dir).map_err(io)?;
+    if st.st_uid == uid {
+        Ok(())
+    } else {
+        Err(WorkdirError::BadPath(format!(
+            "{shown} (in a directory of uid {}, not of the job's uid {uid})",
+            st.st_uid
+        )))
+    }
+}
+
+/// Gives what was made for a job to its user (the group stays: only the uid travels).
+fn own(fd: impl AsFd, owner: Option<u32>) -> Result<(), WorkdirError> {
+    match owner {
+        Some(uid) => rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(uid)), None).map_err(io),
+        None => Ok(()),
+    }
 }
 
 /// Reads the files of a scanned working directory in entry order, in chunks of at most `max`.
@@ -264,6 +391,7 @@ pub fn read_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn system_trees_and_the_root_stay() {
@@ -304,7 +432,7 @@ mod tests {
         };
         check(&moved, DEFAULT_LIMIT).expect("check");
         let mut chunks = chunks.into_iter();
-        write(&moved, || {
+        write(&moved, None, || {
             chunks.next().ok_or(WorkdirError::BadPath("short".into()))
         })
         .expect("write");
@@ -362,7 +490,7 @@ mod tests {
             }],
         };
         let mut once = Some(vec![b'x']);
-        let result = write(&wd, || once.take().ok_or(WorkdirError::BadPath("x".into())));
+        let result = write(&wd, None, || once.take().ok_or(WorkdirError::BadPath("x".into())));
         assert!(result.is_err());
         assert!(!outside.path().join("planted").exists());
         // Deeper: a real directory behind the symlink does not make the way safe.
@@ -377,8 +505,129 @@ mod tests {
             }],
         };
         let mut once = Some(vec![b'x']);
-        let result = write(&deeper, || once.take().ok_or(WorkdirError::BadPath("x".into())));
+        let result = write(&deeper, None, || {
+            once.take().ok_or(WorkdirError::BadPath("x".into()))
+        });
         assert!(result.is_err());
         assert!(!outside.path().join("sub/planted").exists());
+    }
+
+    fn file(path: &str, mode: u32, size: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            mode,
+            mtime: 0,
+            kind: Kind::File { size },
+        }
+    }
+
+    fn bytes(data: &[u8]) -> impl FnMut() -> Result<Vec<u8>, WorkdirError> {
+        let mut once = Some(data.to_vec());
+        move || once.take().ok_or(WorkdirError::BadPath("no more bytes".into()))
+    }
+
+    /// A user who owns the directory at home points a part of it at something of root's while
+    /// the job is away: the copy-back must neither chmod through it nor write through it.
+    #[test]
+    fn a_planted_symlink_or_hard_link_changes_nothing_outside() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::write(outside.path().join("secret"), b"root's").expect("write");
+        let to = tempfile::tempdir().expect("tempdir");
+        let root = to.path().join("w");
+        std::fs::create_dir(&root).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), root.join("d")).expect("symlink");
+        std::fs::hard_link(outside.path().join("secret"), root.join("linked")).expect("link");
+        let wd = Workdir {
+            root: root.to_str().expect("utf-8").into(),
+            entries: vec![
+                Entry {
+                    path: "d".into(),
+                    mode: 0o777,
+                    mtime: 0,
+                    kind: Kind::Dir,
+                },
+                file("linked", 0o644, 5),
+            ],
+        };
+        write(&wd, None, bytes(b"mine!")).expect("write");
+        let mode = std::fs::metadata(outside.path()).expect("stat").mode() & 0o7777;
+        assert_eq!(mode, 0o700, "the symlink's target was chmodded");
+        assert!(std::fs::symlink_metadata(root.join("d")).expect("stat").is_dir());
+        assert_eq!(
+            std::fs::read(outside.path().join("secret")).expect("read"),
+            b"root's"
+        );
+        assert_eq!(std::fs::read(root.join("linked")).expect("read"), b"mine!");
+    }
+
+    #[test]
+    fn a_root_reached_through_a_symlink_is_refused() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let to = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(outside.path(), to.path().join("link")).expect("symlink");
+        let wd = Workdir {
+            root: to.path().join("link/w").to_str().expect("utf-8").into(),
+            entries: vec![file("planted", 0o644, 1)],
+        };
+        assert!(matches!(
+            write(&wd, None, bytes(b"x")),
+            Err(WorkdirError::BadPath(_))
+        ));
+        assert!(!outside.path().join("w").exists());
+    }
+
+    /// A job of one user worked in another's directory (it could enter it, not write it): its
+    /// copy does not come back into it, nor into a directory of another's inside its own.
+    #[test]
+    fn nothing_is_written_into_another_user_s_directory() {
+        let me = rustix::process::getuid().as_raw();
+        let other = if me == 4321 { 4322 } else { 4321 };
+        let to = tempfile::tempdir().expect("tempdir");
+        let wd = Workdir {
+            root: to.path().to_str().expect("utf-8").into(),
+            entries: vec![file("planted", 0o644, 1)],
+        };
+        assert!(matches!(
+            write(&wd, Some(other), bytes(b"x")),
+            Err(WorkdirError::BadPath(_))
+        ));
+        assert!(!to.path().join("planted").exists());
+        if me == 0 {
+            let root = to.path().join("mine");
+            std::fs::create_dir(&root).expect("mkdir");
+            std::os::unix::fs::chown(&root, Some(other), None).expect("chown");
+            std::fs::create_dir(root.join("roots")).expect("mkdir");
+            let wd = Workdir {
+                root: root.to_str().expect("utf-8").into(),
+                entries: vec![file("roots/planted", 0o644, 1)],
+            };
+            assert!(write(&wd, Some(other), bytes(b"x")).is_err());
+            assert!(!root.join("roots/planted").exists());
+        }
+        write(&wd, Some(me), bytes(b"x")).expect("the owner's own");
+    }
+
+    /// What root writes for a job is the job's user's, and never set-uid or set-gid.
+    #[test]
+    fn written_files_belong_to_the_job_s_user_without_set_id_bits() {
+        let me = rustix::process::getuid().as_raw();
+        // Root (as on a node) can give files away; anyone else only to themselves.
+        let owner = if me == 0 { 4321 } else { me };
+        let to = tempfile::tempdir().expect("tempdir");
+        let root = to.path().join("new/w");
+        let wd = Workdir {
+            root: root.to_str().expect("utf-8").into(),
+            entries: vec![file("tool", 0o6755, 2)],
+        };
+        write(&wd, Some(owner), bytes(b"#!")).expect("write");
+        let meta = std::fs::metadata(root.join("tool")).expect("stat");
+        assert_eq!(meta.mode() & 0o7777, 0o755);
+        assert_eq!(meta.uid(), owner);
+        assert_eq!(
+            std::fs::metadata(&root).expect("stat").uid(),
+            owner,
+            "the root made for it"
+        );
     }
 }

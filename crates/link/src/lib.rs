@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zeroize::Zeroize;
 
 /// The Noise protocol name.
@@ -61,17 +61,41 @@ fn builder_error(_: snow::Error) -> LinkError {
     LinkError::Auth
 }
 
+/// Fills `buf`, by `deadline` if given. A read timeout bounds one `read` only: a peer that
+/// trickles a byte now and then would keep `read_exact` going for ever, so before the handshake
+/// is done each read gets only the time left.
+fn read_exact_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Option<Instant>) -> std::io::Result<()> {
+    let Some(deadline) = deadline else {
+        return stream.read_exact(buf);
+    };
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads one frame body into `buf`; `Closed` on a clean end of stream before a frame starts.
-fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), LinkError> {
+fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), LinkError> {
     let mut len = [0u8; 2];
-    match stream.read_exact(&mut len) {
+    match read_exact_by(stream, &mut len, deadline) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(LinkError::Closed),
         Err(e) => return Err(e.into()),
     }
     let len = usize::from(u16::from_be_bytes(len));
     buf.resize(len, 0);
-    stream.read_exact(buf)?;
+    read_exact_by(stream, buf, deadline)?;
     Ok(())
 }
 
@@ -128,6 +152,8 @@ pub struct Receiver {
     shared: Arc<Shared>,
     frame: Vec<u8>,
     plain: Vec<u8>,
+    /// Until the handshake is confirmed: when it must be.
+    deadline: Option<Instant>,
 }
 
 impl Link {
@@ -150,6 +176,9 @@ impl Link {
         timeout: Duration,
         initiator: bool,
     ) -> Result<Link, LinkError> {
+        // The whole handshake, confirmation included, within `timeout`: nothing unauthenticated
+        // holds a stream (and the listener's slot) longer.
+        let deadline = Instant::now() + timeout;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let _ = stream.set_nodelay(true);
@@ -172,11 +201,11 @@ impl Link {
         if initiator {
             let n = hs.write_message(&[], &mut msg).map_err(|_| LinkError::Auth)?;
             write_frame(&mut stream, &msg[..n])?;
-            read_frame(&mut stream, &mut frame)?;
+            read_frame(&mut stream, &mut frame, Some(deadline))?;
             hs.read_message(&frame, &mut payload)
                 .map_err(|_| LinkError::Auth)?;
         } else {
-            read_frame(&mut stream, &mut frame)?;
+            read_frame(&mut stream, &mut frame, Some(deadline))?;
             hs.read_message(&frame, &mut payload)
                 .map_err(|_| LinkError::Auth)?;
             let n = hs.write_message(&[], &mut msg).map_err(|_| LinkError::Auth)?;
@@ -200,22 +229,23 @@ impl Link {
                 shared,
                 frame: Vec::new(),
                 plain: Vec::new(),
+                deadline: Some(deadline),
             },
         };
         // The responder proves it holds the key by the first message it can encrypt; the
         // initiator's proof is its handshake message. Confirm both ways before anyone acts.
         if initiator {
             link.send(b"ok")?;
-            link.expect_ok(timeout)?;
+            link.expect_ok()?;
         } else {
-            link.expect_ok(timeout)?;
+            link.expect_ok()?;
             link.send(b"ok")?;
         }
+        link.rx.deadline = None;
         Ok(link)
     }
 
-    fn expect_ok(&mut self, timeout: Duration) -> Result<(), LinkError> {
-        self.rx.stream.set_read_timeout(Some(timeout))?;
+    fn expect_ok(&mut self) -> Result<(), LinkError> {
         let got = self.recv()?;
         self.rx.stream.set_read_timeout(None)?;
         if got != b"ok" {
@@ -299,7 +329,7 @@ impl Closer {
 impl Receiver {
     /// The next message; valid until the next call.
     pub fn recv(&mut self) -> Result<&[u8], LinkError> {
-        read_frame(&mut self.stream, &mut self.frame)?;
+        read_frame(&mut self.stream, &mut self.frame, self.deadline)?;
         self.plain.resize(self.frame.len(), 0);
         let n = self
             .shared
