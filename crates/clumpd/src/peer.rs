@@ -40,6 +40,9 @@ const MAX_IMAGES: u64 = 8 << 30;
 const MAX_ROUNDS: usize = precopy::MAX_ROUNDS + 1;
 /// The most job records taken from one node for `clump ps`.
 const MAX_LISTED: usize = 10_000;
+/// How long another node's job list may take: well inside the local API client's 5 s, so a
+/// node that died but is not known dead yet leaves `clump ps` in time.
+const PS_TIMEOUT: Duration = Duration::from_secs(3);
 /// More concurrent peer streams than this are turned away.
 const MAX_STREAMS: usize = 64;
 
@@ -588,7 +591,7 @@ impl Peers {
         for (job, g) in self.guests().iter() {
             if dead(g.node) {
                 if let Some(c) = &g.closer {
-                    tracing::warn!(job, node = g.node, "the job's node is dead: the job is lost");
+                    tracing::warn!(job, node = g.node, "the job's node is dead: its stream ends");
                     c.close();
                 }
             }
@@ -837,9 +840,9 @@ impl Peers {
     /// This node's number and job-stream address.
     /// The jobs of the node at `to`.
     pub fn remote_ps(&self, to: SocketAddr) -> Result<Vec<JobInfo>, LinkError> {
-        let mut link = Link::connect(to, &self.key, CONNECT_TIMEOUT)?;
+        let mut link = Link::connect(to, &self.key, PS_TIMEOUT)?;
         link.send_json(&Hello::Ps)?;
-        link.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        link.set_read_timeout(Some(PS_TIMEOUT))?;
         let mut jobs = Vec::new();
         while let Some(job) = link.recv_json::<Option<JobInfo>>()? {
             if jobs.len() >= MAX_LISTED {
