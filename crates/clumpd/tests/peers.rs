@@ -205,6 +205,26 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
     });
     assert!(claimed.is_some(), "a claim for an unknown job got an answer");
 
+    // A checkpoint of a job that does not run elsewhere for this home, full or not: refused at
+    // the hello, nothing stored.
+    for full in [true, false] {
+        let refusal = in_netns(&peer, move || {
+            let mut link = Link::connect(addr, &key(KEY), T).expect("stream");
+            link.send_json(&Hello::Checkpoint {
+                job: "deadbeef".into(),
+                node: 11,
+                version: env!("CARGO_PKG_VERSION").into(),
+                seq: 2,
+                full,
+            })
+            .expect("hello");
+            link.set_read_timeout(Some(T)).expect("timeout");
+            link.recv_json::<Restored>().expect("an answer").error
+        });
+        let refusal = refusal.expect("a checkpoint of a job not ours was taken");
+        assert!(refusal.contains("does not run on node 11"), "{refusal}");
+    }
+
     // The daemon is fine and started nothing.
     let jobs = Client::connect(&socket).and_then(|mut c| c.ps()).expect("ps");
     assert!(jobs.is_empty(), "jobs appeared: {jobs:?}");
@@ -214,4 +234,8 @@ fn streams_refuse_peers_without_the_key_and_requests_that_do_not_add_up() {
         "the refused key is not logged:\n{log}"
     );
     assert!(log.contains("not ours"), "the false claim is not logged:\n{log}");
+    assert!(
+        log.contains("checkpoint refused"),
+        "the refused checkpoint is not logged:\n{log}"
+    );
 }
