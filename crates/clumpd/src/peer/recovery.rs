@@ -40,6 +40,8 @@ struct Stored {
     last: Arc<Last>,
     /// Home's output offset when it was taken.
     output_at: u64,
+    /// When it was stored: the work a restart loses is about this old.
+    stored_at: Instant,
 }
 
 impl Checkpoints {
@@ -342,6 +344,7 @@ impl Peers {
                 chain: chain.clone(),
                 last: Arc::new(*last),
                 output_at,
+                stored_at: Instant::now(),
             },
         );
         if let Some(old) = old.filter(|_| full) {
@@ -364,6 +367,7 @@ impl Peers {
             return false;
         };
         self.jobs.hold_controls(job);
+        let repeated = self.jobs.output_end(job).saturating_sub(stored.output_at);
         let lost = self.jobs.restart_output_at(job, stored.output_at);
         if lost > 0 {
             tracing::warn!(
@@ -403,6 +407,8 @@ impl Peers {
                     dead,
                     node = n,
                     seq = stored.seq,
+                    checkpoint_age_ms = stored.stored_at.elapsed().as_millis(),
+                    repeated_bytes = repeated,
                     ms = started.elapsed().as_millis(),
                     "job restarted from its last checkpoint"
                 );
