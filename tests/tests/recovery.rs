@@ -5,8 +5,9 @@
 //!   second; node 2 loses power: home restarts the job from its last checkpoint, and `clump
 //!   run` on node 1 ends with code 0, every line exactly once and in order, and the right sum
 //!   (which only a job that kept its memory across the crash can print);
-//! - a job of node 1 that runs on node 3; node 1 (its home) loses power: the job runs to its
-//!   end on node 3, and `clump output` there shows its output, whole and in order.
+//! - a job of node 1 that runs on node 3 (within the jobs' memory bound and its task limit
+//!   there); node 1 (its home) loses power: the job runs to its end on node 3, and `clump
+//!   output` there shows its output, whole and in order.
 //!
 //! The serial logs stay in `target/e2e/recovery/`.
 
@@ -182,7 +183,27 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
     wait_until("the second job runs on node 3", Duration::from_secs(120), || {
         Ok(job(lab.node(0)?, &id)?.is_some_and(|j| j["node"] == num[2]))
     })?;
-    std::thread::sleep(Duration::from_secs(5));
+    // Jobs are bounded on the node they run on: all of them together leave the node some
+    // memory, and each has a task limit (a restored one too).
+    let limits = sh(
+        lab.node(2)?,
+        &format!("cat /sys/fs/cgroup/clump/memory.max /sys/fs/cgroup/clump/{id}/pids.max /proc/meminfo"),
+    )?;
+    let words: Vec<&str> = limits.split_whitespace().collect();
+    let jobs_max: u64 = words
+        .first()
+        .and_then(|w| w.parse().ok())
+        .context("no memory.max")?;
+    let total_kib: u64 = words
+        .windows(2)
+        .find(|w| w[0] == "MemTotal:")
+        .and_then(|w| w[1].parse().ok())
+        .context("no MemTotal")?;
+    ensure!(
+        jobs_max < total_kib * 1024 && jobs_max > total_kib * 1024 / 2 && words.get(1) == Some(&"4096"),
+        "jobs' limits on node 3 are not as documented:\n{limits}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
     lab.node(0)?.kill()?;
     wait_until(
         "the job ends on node 3 after its home died",
