@@ -183,7 +183,7 @@ fn shell(node: &mut Node, cmd: &str) -> Result<String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (mut lab, addrs) = lab_nodes::boot("bal", 3, 1024)?;
+    let (mut lab, addrs) = lab_nodes::boot("bal", 3, 1024, "")?;
     let _quota = Quota::new(lab.node(0)?.pid(), args.slow_percent)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while shell(lab.node(0)?, "clump nodes")?.matches(" alive").count() < 2 {

@@ -5,13 +5,18 @@ use anyhow::{bail, Context, Result};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
 use std::time::Duration;
 
-/// Starts a lab of `n` nodes named `PREFIX1..n` with `mem_mib` each; their addresses, in order.
-pub fn boot(prefix: &str, n: usize, mem_mib: u32) -> Result<(Lab, Vec<String>)> {
+/// Starts a lab of `n` nodes named `PREFIX1..n` with `mem_mib` each and `cmdline` added to their
+/// kernel command line; their addresses, in order.
+pub fn boot(prefix: &str, n: usize, mem_mib: u32, cmdline: &str) -> Result<(Lab, Vec<String>)> {
     let mut lab = Lab::start(LabConfig::default()).context("lab (needs root)")?;
     for i in 1..=n {
-        let spec = NodeSpec::from_artefacts(format!("{prefix}{i}"), Boot::Kernel, &Artefacts::from_env())?
-            .memory_mib(mem_mib)
-            .nic(NicModel::VirtioNetPci);
+        let mut spec =
+            NodeSpec::from_artefacts(format!("{prefix}{i}"), Boot::Kernel, &Artefacts::from_env())?
+                .memory_mib(mem_mib)
+                .nic(NicModel::VirtioNetPci);
+        if !cmdline.is_empty() {
+            spec = spec.cmdline(cmdline);
+        }
         lab.start_node(spec)?;
     }
     let mut addrs = Vec::new();

@@ -69,7 +69,7 @@ fn shell(node: &mut Node, cmd: &str) -> Result<String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (mut lab, addrs) = lab_nodes::boot("move", 2, args.mem)?;
+    let (mut lab, addrs) = lab_nodes::boot("move", 2, args.mem, "")?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !shell(lab.node(0)?, "clump nodes")?.contains(&addrs[1]) {
         if Instant::now() > deadline {
