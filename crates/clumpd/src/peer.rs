@@ -61,6 +61,12 @@ pub enum Hello {
     },
     /// `clump ps` of another node: the answer is one job record per message, then `null`.
     Ps,
+    /// A node whose stream to the job's home broke while the job ran on there asks whether
+    /// home still counts on it: the answer is [`Rejoined`].
+    Rejoin {
+        job: String,
+        node: u32,
+    },
     /// The node running a job of this home sends a checkpoint of it: one [`Round`] with its
     /// `last`; `full` starts a new chain, else it holds what changed since `seq - 1`.
     Checkpoint {
@@ -159,6 +165,14 @@ pub enum Down {
         precopy: bool,
     },
     DrainedAck,
+}
+
+/// Home's answer to [`Hello::Rejoin`].
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejoined {
+    /// Home has the job, running on another node or ended: the asker's copy must go. False:
+    /// home does not know it (it restarted), so the copy runs on and keeps its output.
+    pub known: bool,
 }
 
 /// What a move took, for the one who asked for it.
@@ -465,6 +479,11 @@ impl Peers {
                     link.send_json(&Some(job))?;
                 }
                 link.send_json(&None::<JobInfo>)
+            }
+            Hello::Rejoin { job, node } => {
+                let known = self.jobs.info(&job).is_some_and(|i| i.home == Some(self.number));
+                tracing::info!(job, node, known, "a node cut off from the job asks about it");
+                link.send_json(&Rejoined { known })
             }
             Hello::Checkpoint {
                 job,
@@ -1363,6 +1382,40 @@ fn carry_job(
     }
 }
 
+/// How often a guest cut off from its home asks it whether the job is still this node's.
+const REJOIN_EVERY: Duration = Duration::from_secs(10);
+
+/// Guest, its stream to home gone while the job runs here: asks home every [`REJOIN_EVERY`]
+/// while the job runs; a home that has the job (elsewhere now, or ended) ends this copy, one
+/// that does not know it leaves it to run on with its output kept here (`clump output`).
+fn cut_off(peers: &Arc<Peers>, job: &str, home: SocketAddr) {
+    let ask = |peers: &Peers| -> Result<Rejoined, LinkError> {
+        let mut link = Link::connect(home, &peers.key, CONNECT_TIMEOUT)?;
+        link.send_json(&Hello::Rejoin {
+            job: job.to_owned(),
+            node: peers.number,
+        })?;
+        link.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        link.recv_json()
+    };
+    tracing::warn!(job, %home, "cut off from the job's home: the job runs on here");
+    while peers.jobs.runs_here(job) {
+        match ask(peers) {
+            Ok(Rejoined { known: true }) => {
+                peers.jobs.drop_replaced_guest(job);
+                peers.unstage(job);
+                return;
+            }
+            Ok(Rejoined { known: false }) => {
+                tracing::info!(job, "the job's home does not know it any more: it runs on here");
+                return;
+            }
+            Err(e) => tracing::debug!(job, "the job's home does not answer: {e}"),
+        }
+        std::thread::sleep(REJOIN_EVERY);
+    }
+}
+
 /// The node that runs a job of another home: its stream there.
 struct Guest {
     peers: Arc<Peers>,
@@ -1402,12 +1455,18 @@ impl Guest {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(job.clone(), self.tx.clone());
+        let home = self.home;
         self.relay();
         peers
             .running_guests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&job);
+        if peers.jobs.runs_here(&job) {
+            // The stream broke, the job did not move or end: home died, or this node was cut
+            // off and home may have restarted the job elsewhere.
+            cut_off(&peers, &job, home);
+        }
     }
 
     fn relay(mut self) {
@@ -1615,5 +1674,25 @@ mod tests {
         let down: Down = serde_json::from_str(r#"{"op":"signal","signal":15}"#).expect("parse");
         assert!(matches!(down, Down::Signal { signal: 15 }));
         assert!(serde_json::from_str::<Down>(r#"{"op":"rm -rf"}"#).is_err());
+        let hello = serde_json::to_value(Hello::Checkpoint {
+            job: "0a1b2c3d".into(),
+            node: 12,
+            version: "1".into(),
+            seq: 2,
+            full: false,
+        })
+        .expect("json");
+        assert_eq!(
+            hello,
+            serde_json::json!({"op": "checkpoint", "job": "0a1b2c3d", "node": 12, "version": "1", "seq": 2, "full": false})
+        );
+        let rejoin: Hello =
+            serde_json::from_str(r#"{"op":"rejoin","job":"0a1b2c3d","node":12}"#).expect("parse");
+        assert!(matches!(rejoin, Hello::Rejoin { node: 12, .. }));
+        let last: Last = serde_json::from_str(
+            r#"{"job":{"id":"0a1b2c3d"},"pipes":{"stdin":1,"stdout":2,"stderr":3,"status":4}}"#,
+        )
+        .expect("a last round of an older version");
+        assert!(!last.pipes.stdin_closed && last.output == 0 && last.workdir.is_none());
     }
 }

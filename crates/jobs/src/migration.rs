@@ -297,6 +297,17 @@ impl Runtime {
         }
     }
 
+    /// Ends a guest whose home has the job elsewhere now (restarted from a checkpoint while
+    /// this node was cut off) or ended it: this copy's work and output are nobody's.
+    pub fn drop_replaced_guest(&self, job: &str) {
+        if self.end_here(job, None) {
+            tracing::warn!(
+                job,
+                "this copy of the job ended: its home runs it elsewhere or ended it"
+            );
+        }
+    }
+
     /// Kills the job's copy here and reaps it unseen by the relay; at home the job stays listed
     /// as running on `moved_to`, a guest is forgotten. False when it did not run here.
     fn end_here(&self, job: &str, moved_to: Option<u32>) -> bool {
