@@ -574,6 +574,17 @@ pub fn jobs(jobs: &[crate::JobInfo], now_ms: u64, user: impl Fn(u32) -> String) 
             out.push_str(&format!("job {} {note}\n", j.id));
         }
     }
+    for j in jobs.iter().filter(|j| j.recovered > 0) {
+        let times = if j.recovered == 1 {
+            "once".to_owned()
+        } else {
+            format!("{} times", j.recovered)
+        };
+        out.push_str(&format!(
+            "job {} was restarted from a checkpoint {times}: the node running it died\n",
+            j.id
+        ));
+    }
     out
 }
 
@@ -626,6 +637,7 @@ mod job_tests {
         moved.node = Some(14);
         moved.migrations = 2;
         moved.pinned = Some("it has a socket open".into());
+        moved.recovered = 2;
         let text = jobs(&[moved], 61_000, |u| u.to_string());
         let lines: Vec<&str> = text.lines().collect();
         assert!(
@@ -634,6 +646,10 @@ mod job_tests {
         );
         assert_eq!(
             lines[2], "job 33333333 stays where it is: it has a socket open",
+            "{text}"
+        );
+        assert_eq!(
+            lines[3], "job 33333333 was restarted from a checkpoint 2 times: the node running it died",
             "{text}"
         );
         let mut locked = job("44444444", JobState::Running, None);
