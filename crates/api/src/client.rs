@@ -132,7 +132,8 @@ impl Client {
         self.call(&Request::Ps { local: false })
     }
 
-    /// Starts a job that runs on without a client; its id.
+    /// Starts a job that runs on without a client; its id. The answer comes once the job is
+    /// where `place` says, so a placement elsewhere waits as long as that move takes.
     pub fn run_detached(
         &mut self,
         argv: Vec<String>,
@@ -141,6 +142,12 @@ impl Client {
         place: crate::jobs::Place,
         lock: bool,
     ) -> Result<Started, ApiError> {
+        if place != crate::jobs::Place::Home {
+            self.reader
+                .get_ref()
+                .set_read_timeout(None)
+                .map_err(|e| ApiError::io("cannot clear the socket's timeout", e))?;
+        }
         self.call(&Request::Run {
             argv,
             cwd,
