@@ -569,6 +569,9 @@ impl Daemon {
         stats.bytes_out = c.bytes_out;
         stats.hello_sent = c.hello_sent;
         stats.dropped = nodemap::dropped(&c);
+        if let Some(peers) = self.hub.peers.get() {
+            (stats.streams_accepted, stats.streams_refused) = peers.gate.counts();
+        }
         let speed = Speed {
             speed: self.speed_fixed.or(self.speed_measured),
             measured: self.speed_measured,

@@ -169,3 +169,30 @@ fn json_messages_round_trip_and_oversized_ones_are_refused() {
     assert_eq!(v, ["a", "b"]);
     assert!(bad);
 }
+
+#[test]
+fn a_peer_that_trickles_its_handshake_is_cut_off_at_the_deadline() {
+    // One byte every 100 ms never trips a per-read timeout of 400 ms; the handshake's own
+    // deadline must end it, or every stalled attacker holds one of the listener's threads.
+    let limit = Duration::from_millis(400);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        let started = Instant::now();
+        let result = Link::accept(stream, &key(8), limit);
+        (result.err().map(|e| e.reason()), started.elapsed())
+    });
+    let mut raw = TcpStream::connect(addr).expect("connect");
+    // A frame header announcing 48 bytes, then the bytes one at a time.
+    let _ = raw.write_all(&[0, 48]);
+    for _ in 0..30 {
+        thread::sleep(Duration::from_millis(100));
+        if raw.write_all(&[0x55]).is_err() {
+            break;
+        }
+    }
+    let (reason, took) = server.join().expect("server");
+    assert_eq!(reason, Some("timeout"));
+    assert!(took < limit * 3, "the handshake lasted {took:?}");
+}
