@@ -19,6 +19,13 @@ use std::time::Duration;
 const ANSWERS_WANTED: f64 = 4.0;
 /// Auth failures from one address are reported at these counts, then every 1000.
 const REPORT_AT: [u64; 4] = [1, 10, 100, 1000];
+/// Addresses whose datagrams failed authentication that are remembered (`foreign` in the map);
+/// a new one past this evicts the least recently heard. Without a bound, forged datagrams from
+/// spoofed source addresses grew the table (and `nodes.json`, rewritten every second) without end.
+pub const MAX_FOREIGN: usize = 256;
+/// At most one `Refused` event (a console line) this often: spoofed addresses are each new, and
+/// each would have reported itself.
+const REFUSED_EVENT_EVERY: Duration = Duration::from_secs(1);
 /// A node id heard from two daemon instances alternately within this time is two machines.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 
@@ -244,6 +251,8 @@ pub struct Cluster {
     events: VecDeque<Event>,
     counters: Counters,
     foreign: HashMap<Ipv4Addr, Foreign>,
+    /// When the last `Refused` event was queued.
+    last_refused_event: Option<Duration>,
     instances: HashMap<NodeId, InstanceTrack>,
     flagged: HashSet<(NodeId, ConflictKind)>,
 }
@@ -315,6 +324,7 @@ impl Cluster {
             events: VecDeque::new(),
             counters: Counters::default(),
             foreign: HashMap::new(),
+            last_refused_event: None,
             instances: HashMap::new(),
             flagged: HashSet::new(),
         }
@@ -599,18 +609,26 @@ impl Cluster {
             OpenError::Replay => c.replay += 1,
             OpenError::Auth => {
                 c.auth += 1;
-                let entry = self.foreign.entry(*from.ip()).or_insert(Foreign {
+                let ip = *from.ip();
+                if !self.foreign.contains_key(&ip) && self.foreign.len() >= MAX_FOREIGN {
+                    let oldest = self.foreign.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a);
+                    if let Some(oldest) = oldest {
+                        self.foreign.remove(&oldest);
+                    }
+                }
+                let entry = self.foreign.entry(ip).or_insert(Foreign {
                     dropped: 0,
                     last: now,
                 });
                 entry.dropped += 1;
                 entry.last = now;
                 let n = entry.dropped;
-                if REPORT_AT.contains(&n) || n.is_multiple_of(1000) {
-                    self.events.push_back(Event::Refused {
-                        from: *from.ip(),
-                        count: n,
-                    });
+                let quiet = self
+                    .last_refused_event
+                    .is_none_or(|t| now.saturating_sub(t) >= REFUSED_EVENT_EVERY);
+                if quiet && (REPORT_AT.contains(&n) || n.is_multiple_of(1000)) {
+                    self.last_refused_event = Some(now);
+                    self.events.push_back(Event::Refused { from: ip, count: n });
                 }
             }
         }
