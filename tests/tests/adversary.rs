@@ -128,6 +128,38 @@ fn listening(node: &mut Node) -> Result<(BTreeSet<u16>, BTreeSet<u16>)> {
     Ok((parse(&tcp, true), parse(&udp, false)))
 }
 
+/// Datagrams the kernel dropped for the cluster socket (UDP port 7171, the `drops` column of
+/// /proc/net/udp): its receive buffer was full.
+fn cluster_socket_drops(node: &mut Node) -> Result<u64> {
+    let out = sh(node, "cat /proc/net/udp")?;
+    out.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = f.get(1)?;
+            (local.ends_with(":1C03") && f.len() >= 13).then(|| f[f.len() - 1].parse().ok())?
+        })
+        .with_context(|| format!("no socket on port 7171 in /proc/net/udp:\n{out}"))
+}
+
+/// CPU time (ms) clumpd and clump-netd have used.
+fn cpu_ms(node: &mut Node) -> Result<(u64, u64)> {
+    let out = sh(
+        node,
+        "for p in $(pidof clumpd) $(pidof clump-netd); do cut -d' ' -f14,15 /proc/$p/stat; done",
+    )?;
+    let ticks: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+            Some(w.next()?? + w.next()??)
+        })
+        .collect();
+    match ticks.as_slice() {
+        [d, n] => Ok((d * 10, n * 10)),
+        _ => bail!("no CPU times: {out}"),
+    }
+}
+
 /// Host-side drops on each tap (frames for a guest that QEMU did not take in time).
 fn tap_drops(lab: &Lab) -> Result<BTreeMap<String, u64>> {
     let out = lab.exec("ip", &["-s", "-j", "link", "show"])?;
@@ -155,6 +187,8 @@ struct Local {
     stats: Value,
     map: Value,
     udp_in_errors: u64,
+    socket_drops: u64,
+    cpu_ms: (u64, u64),
     lease: Value,
 }
 
@@ -164,6 +198,8 @@ fn local(node: &mut Node) -> Result<Local> {
         stats: json_of(node, "clump stats --json")?,
         map: json_of(node, "clump nodes --json")?,
         udp_in_errors: udp_in_errors(node)?,
+        socket_drops: cluster_socket_drops(node)?,
+        cpu_ms: cpu_ms(node)?,
         lease: json_of(node, "cat /run/clump/lease.json")?,
     })
 }
@@ -310,10 +346,6 @@ fn attack(lab: &mut Lab, addrs: &[Ipv4Addr]) -> Result<()> {
 
     // After: node-local reads first, before anything opens a stream.
     let taps_after = tap_drops(lab)?;
-    let tap_lost: u64 = taps_after
-        .iter()
-        .map(|(t, n)| n.saturating_sub(*taps_before.get(t).unwrap_or(&0)))
-        .sum();
     let mut after = Vec::new();
     let mut console = Vec::new();
     for i in 0..3 {
@@ -372,8 +404,41 @@ fn attack(lab: &mut Lab, addrs: &[Ipv4Addr]) -> Result<()> {
             "adversary: {name}: DHCP client dropped {} -> {}",
             b.lease["dropped"], a.lease["dropped"]
         );
-        // Drop counters against what certainly arrived.
-        let lost = a.udp_in_errors.saturating_sub(b.udp_in_errors) + tap_lost;
+        let dhcp_garbage: u64 = report["sent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["kind"] == "garbage-dhcp-from-port-67" && s["to"] == format!("{addr}:68"))
+            .map(|s| counter(s, &["count"]))
+            .sum();
+        let dhcp_dropped = |l: &Value| -> u64 {
+            l["dropped"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        };
+        if dhcp_garbage > 0 && dhcp_dropped(&a.lease) <= dhcp_dropped(&b.lease) {
+            failures.push(format!(
+                "{name}: {dhcp_garbage} garbage DHCP packets and the DHCP client's drop counters did not move"
+            ));
+        }
+        // Drop counters against what certainly arrived: less what the node's cluster socket
+        // overflowed and its tap (one NIC each: tap<i>) dropped, datagrams clumpd never saw.
+        let tap = format!("tap{i}");
+        let tap_lost = taps_after
+            .get(&tap)
+            .unwrap_or(&0)
+            .saturating_sub(*taps_before.get(&tap).unwrap_or(&0));
+        let socket_lost = a.socket_drops.saturating_sub(b.socket_drops);
+        let lost = socket_lost + tap_lost;
+        eprintln!(
+            "adversary: {name}: kernel UDP InErrors +{} (every socket), cluster socket drops +{socket_lost}, {tap} drops +{tap_lost}; CPU during the attack: clumpd {} ms, clump-netd {} ms",
+            a.udp_in_errors.saturating_sub(b.udp_in_errors),
+            a.cpu_ms.0.saturating_sub(b.cpu_ms.0),
+            a.cpu_ms.1.saturating_sub(b.cpu_ms.1)
+        );
         let certain = &report["certain"][addr.to_string()];
         let mut line = format!("adversary: {name}: lost before clumpd {lost};");
         for (field, want) in certain.as_object().into_iter().flatten() {

@@ -341,15 +341,35 @@ impl Udp<'_> {
         }
     }
 
-    /// Random bytes to another UDP port the nodes listen on.
+    /// Random bytes to another UDP port the nodes listen on. To DHCP's client port they come
+    /// from port 67 (through the packet socket), as a server's would, so the node's DHCP
+    /// client parses them instead of filtering them out by port.
     fn port_garbage(&mut self) {
         if self.args.udp_ports.is_empty() {
             return self.one(UdpKind::Random);
         }
         let port = self.args.udp_ports[self.rng.range(0, self.args.udp_ports.len() - 1)];
-        let (to, label, _) = self.target();
         let n = self.rng.range(0, 1400);
         let bytes = self.rng.bytes(n);
+        if port == 68 {
+            let nodes = self.args.nodes.clone();
+            let node = nodes[self.rng.range(0, nodes.len() - 1)];
+            let mac = self.cap.lock().ok().and_then(|c| c.macs.get(&node).copied());
+            if let (Some(raw), Some(mac)) = (self.raw, mac) {
+                self.ident = self.ident.wrapping_add(1);
+                match raw.send_udp(self.args.from, node, 67, 68, &bytes, mac, self.ident) {
+                    Ok(()) => self.book.note(
+                        &format!("{node}:68"),
+                        "garbage-dhcp-from-port-67",
+                        &[],
+                        Expect::Unsure,
+                    ),
+                    Err(_) => self.book.send_errors += 1,
+                }
+                return;
+            }
+        }
+        let (to, label, _) = self.target();
         if self.send(to, port, &bytes) {
             self.book.note(
                 &format!("{label}:{port}"),
