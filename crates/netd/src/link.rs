@@ -55,7 +55,7 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 impl Link {
     pub fn open(nic: Nic, hostname: Option<String>, seed: u64) -> std::io::Result<Self> {
         let mac = parse_mac(&nic.mac).ok_or_else(|| std::io::Error::other(format!("bad MAC {}", nic.mac)))?;
-        let raw = PacketSocket::ipv4(nic.index)?;
+        let raw = PacketSocket::ipv4_udp_to(nic.index, CLIENT_PORT)?;
         let arp = PacketSocket::arp(nic.index)?;
         let cfg = ClientConfig {
             mac,
