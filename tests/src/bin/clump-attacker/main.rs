@@ -332,7 +332,13 @@ impl Udp<'_> {
         let src = Ipv4Addr::new(a, b, self.rng.range(0, 255) as u8, self.rng.range(1, 254) as u8);
         let bytes = forge::sealed_with(&self.key, &mut self.rng, None);
         self.ident = self.ident.wrapping_add(1);
-        match raw.send_udp(src, node, self.args.port, self.args.port, &bytes, mac, self.ident) {
+        match raw.send_udp(
+            SocketAddrV4::new(src, self.args.port),
+            SocketAddrV4::new(node, self.args.port),
+            &bytes,
+            mac,
+            self.ident,
+        ) {
             // The node's reverse-path filter may drop a source it has no route back to.
             Ok(()) => self
                 .book
@@ -357,7 +363,13 @@ impl Udp<'_> {
             let mac = self.cap.lock().ok().and_then(|c| c.macs.get(&node).copied());
             if let (Some(raw), Some(mac)) = (self.raw, mac) {
                 self.ident = self.ident.wrapping_add(1);
-                match raw.send_udp(self.args.from, node, 67, 68, &bytes, mac, self.ident) {
+                match raw.send_udp(
+                    SocketAddrV4::new(self.args.from, 67),
+                    SocketAddrV4::new(node, 68),
+                    &bytes,
+                    mac,
+                    self.ident,
+                ) {
                     Ok(()) => self.book.note(
                         &format!("{node}:68"),
                         "garbage-dhcp-from-port-67",

@@ -3,7 +3,7 @@
 //! packets with a source address of our choosing.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -151,18 +151,16 @@ impl PacketSocket {
         }))
     }
 
-    /// Sends `payload` as UDP from `src:sport` to `dst:dport`, in a frame to `dst_mac`.
+    /// Sends `payload` as UDP from `src` to `dst`, in a frame to `dst_mac`.
     pub fn send_udp(
         &self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        sport: u16,
-        dport: u16,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
         payload: &[u8],
         dst_mac: [u8; 6],
         ident: u16,
     ) -> io::Result<()> {
-        let packet = udp_packet(src, dst, sport, dport, payload, ident);
+        let packet = udp_packet(*src.ip(), *dst.ip(), src.port(), dst.port(), payload, ident);
         let to = link_addr(self.ifindex, dst_mac);
         // SAFETY: `packet` and `to` are valid for reads of the sizes passed.
         let n = unsafe {
