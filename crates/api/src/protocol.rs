@@ -238,6 +238,35 @@ pub struct Stats {
     pub events: u64,
     /// Times `nodes.json` and `mosix.map` were rewritten.
     pub map_writes: u64,
+    /// TCP streams on the cluster port that completed the Noise handshake (job streams).
+    pub streams_accepted: u64,
+    /// TCP connections on the cluster port turned away before or at the handshake, by reason.
+    pub streams_refused: StreamsRefused,
+}
+
+/// Connections to the job-stream listener that never became a stream.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct StreamsRefused {
+    /// The handshake failed: no cluster key, another stream version, garbage or a replay.
+    pub auth: u64,
+    /// The handshake did not finish in its time (a peer that stalls or trickles).
+    pub timeout: u64,
+    /// The peer closed or reset the connection before the handshake ended.
+    pub closed: u64,
+    /// Turned away unread: too many handshakes from that address, or streams in all.
+    pub busy: u64,
+    /// Any other failure of the connection.
+    pub other: u64,
+}
+
+impl StreamsRefused {
+    /// All refusals together.
+    pub fn total(&self) -> u64 {
+        [self.auth, self.timeout, self.closed, self.busy, self.other]
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b))
+    }
 }
 
 /// This node's speed after a `set-speed`.

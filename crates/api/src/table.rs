@@ -294,6 +294,19 @@ pub fn stats(s: &Stats) -> String {
                 plural(s.sweep_found, "host", "hosts")
             ),
         ),
+        (
+            "streams",
+            format!(
+                "{} accepted, refused {} (auth {}, timeout {}, closed {}, busy {}, other {})",
+                s.streams_accepted,
+                s.streams_refused.total(),
+                s.streams_refused.auth,
+                s.streams_refused.timeout,
+                s.streams_refused.closed,
+                s.streams_refused.busy,
+                s.streams_refused.other
+            ),
+        ),
         ("events", s.events.to_string()),
         ("map writes", s.map_writes.to_string()),
     ]
@@ -473,6 +486,12 @@ refused 10.1.2.3: 1 datagram failed authentication (different cluster key?)
             sweep_found: 5,
             events: 42,
             map_writes: 7500,
+            streams_accepted: 6,
+            streams_refused: crate::StreamsRefused {
+                auth: 3,
+                busy: 40,
+                ..Default::default()
+            },
         };
         let want = "\
 uptime      2h 5m
@@ -484,6 +503,7 @@ swim        500 sent, 498 received
 records     300 sent, 299 received, 120 applied
 syncs       1 sent, 2 received
 arp sweeps  1 (253 requests, 5 hosts found)
+streams     6 accepted, refused 43 (auth 3, timeout 0, closed 0, busy 40, other 0)
 events      42
 map writes  7500
 ";

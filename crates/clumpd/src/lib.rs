@@ -12,4 +12,5 @@ pub mod nodemap;
 pub mod peer;
 pub mod sample;
 pub mod speed;
+pub mod stream_gate;
 pub mod sweep;

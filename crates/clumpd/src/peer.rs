@@ -9,6 +9,7 @@
 //!   go up ([`Up`]), input, signals and "move on" come down ([`Down`]).
 
 use crate::api_server::Hub;
+use crate::stream_gate::StreamGate;
 use clump_api::jobs::{base64_decode, base64_encode, MAX_CHUNK};
 use clump_api::{ExitStatus, JobInfo, Stream};
 use clump_jobs::checkpoint::Pipes;
@@ -20,7 +21,7 @@ use clump_seal::ClusterKey;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -228,6 +229,8 @@ pub struct Peers {
     /// The most bytes of files a working directory may carry.
     workdir_limit: u64,
     streams: AtomicU64,
+    /// Handshakes in progress per address, and what became of the connections refused.
+    pub gate: StreamGate,
     /// Moves coming in, and those restored in the last few seconds: counted in this node's
     /// published load until its own figures show the job.
     incoming: Mutex<Vec<Instant>>,
@@ -344,6 +347,7 @@ impl Peers {
             staged: Mutex::new(HashMap::new()),
             workdir_limit,
             streams: AtomicU64::new(0),
+            gate: StreamGate::default(),
             incoming: Mutex::new(Vec::new()),
             outcomes: Mutex::new(Vec::new()),
             running_guests: Mutex::new(HashMap::new()),
@@ -356,20 +360,33 @@ impl Peers {
         let server = peers.clone();
         std::thread::Builder::new().name("peers".into()).spawn(move || {
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let conn = match conn {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of descriptors the same connection waits again at once: pause
+                        // instead of spinning on it.
+                        tracing::debug!("accept: {e}");
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                let from = conn.peer_addr().ok();
                 if server.streams.load(Ordering::Relaxed) as usize >= MAX_STREAMS {
-                    tracing::warn!(peer = ?conn.peer_addr().ok(), "too many peer streams; refused");
+                    server.gate.busy();
+                    if let Some(line) = server.gate.log_busy(Instant::now()) {
+                        tracing::warn!(peer = ?from, count = line.count, "too many peer streams; refused");
+                    }
                     continue;
                 }
                 let p = server.clone();
                 server.streams.fetch_add(1, Ordering::Relaxed);
-                let _ = std::thread::Builder::new().name("peer".into()).spawn(move || {
-                    let from = conn.peer_addr().ok();
-                    if let Err(e) = p.serve(conn) {
-                        tracing::warn!(peer = ?from, "peer stream: {e}");
-                    }
+                let spawned = std::thread::Builder::new().name("peer".into()).spawn(move || {
+                    p.accept(conn, from);
                     p.streams.fetch_sub(1, Ordering::Relaxed);
                 });
+                if spawned.is_err() {
+                    server.streams.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         })?;
         tracing::info!(%me, "serving job streams");
@@ -433,8 +450,40 @@ impl Peers {
         written.map_err(|e| format!("cannot write the job's working directory: {e}"))
     }
 
-    fn serve(self: &Arc<Self>, conn: std::net::TcpStream) -> Result<(), LinkError> {
-        let mut link = Link::accept(conn, &self.key, CONNECT_TIMEOUT)?;
+    /// One connection: the handshake, within the address's share of handshakes, then the stream.
+    fn accept(self: &Arc<Self>, conn: std::net::TcpStream, from: Option<SocketAddr>) {
+        let ip = from.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let Some(ticket) = self.gate.admit(ip) else {
+            if let Some(line) = self.gate.log_busy(Instant::now()) {
+                tracing::warn!(
+                    peer = ?from, count = line.count,
+                    "peer streams refused: too many handshakes from one address"
+                );
+            }
+            return;
+        };
+        let link = Link::accept(conn, &self.key, CONNECT_TIMEOUT);
+        drop(ticket);
+        let link = match link {
+            Ok(link) => link,
+            Err(e) => {
+                let reason = e.reason();
+                if let Some(line) = self.gate.refused(reason, Instant::now()) {
+                    tracing::warn!(
+                        peer = ?from, reason, count = line.count,
+                        "peer streams refused at the handshake: {e}"
+                    );
+                }
+                return;
+            }
+        };
+        self.gate.accepted();
+        if let Err(e) = self.serve(link) {
+            tracing::warn!(peer = ?from, "peer stream: {e}");
+        }
+    }
+
+    fn serve(self: &Arc<Self>, mut link: Link) -> Result<(), LinkError> {
         link.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         let hello: Hello = link.recv_json()?;
         link.set_read_timeout(None)?;

@@ -19,6 +19,9 @@ use std::time::Duration;
 const ANSWERS_WANTED: f64 = 4.0;
 /// Auth failures from one address are reported at these counts, then every 1000.
 const REPORT_AT: [u64; 4] = [1, 10, 100, 1000];
+/// At most one `Refused` event (a console line) this often: spoofed addresses are each new, and
+/// each would have reported itself.
+const REFUSED_EVENT_EVERY: Duration = Duration::from_secs(1);
 /// A node id heard from two daemon instances alternately within this time is two machines.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 /// Addresses whose datagrams fail authentication that are remembered at most. Source addresses
@@ -251,6 +254,8 @@ pub struct Cluster {
     events: VecDeque<Event>,
     counters: Counters,
     foreign: HashMap<Ipv4Addr, Foreign>,
+    /// When the last `Refused` event was queued.
+    last_refused_event: Option<Duration>,
     instances: HashMap<NodeId, InstanceTrack>,
     flagged: HashSet<(NodeId, ConflictKind)>,
 }
@@ -322,6 +327,7 @@ impl Cluster {
             events: VecDeque::new(),
             counters: Counters::default(),
             foreign: HashMap::new(),
+            last_refused_event: None,
             instances: HashMap::new(),
             flagged: HashSet::new(),
         }
@@ -606,21 +612,23 @@ impl Cluster {
             OpenError::Replay => c.replay += 1,
             OpenError::Auth => {
                 c.auth += 1;
-                if self.foreign.len() >= MAX_FOREIGN && !self.foreign.contains_key(from.ip()) {
+                let ip = *from.ip();
+                if self.foreign.len() >= MAX_FOREIGN && !self.foreign.contains_key(&ip) {
                     return;
                 }
-                let entry = self.foreign.entry(*from.ip()).or_insert(Foreign {
+                let entry = self.foreign.entry(ip).or_insert(Foreign {
                     dropped: 0,
                     last: now,
                 });
                 entry.dropped += 1;
                 entry.last = now;
                 let n = entry.dropped;
-                if REPORT_AT.contains(&n) || n.is_multiple_of(1000) {
-                    self.events.push_back(Event::Refused {
-                        from: *from.ip(),
-                        count: n,
-                    });
+                let quiet = self
+                    .last_refused_event
+                    .is_none_or(|t| now.saturating_sub(t) >= REFUSED_EVENT_EVERY);
+                if quiet && (REPORT_AT.contains(&n) || n.is_multiple_of(1000)) {
+                    self.last_refused_event = Some(now);
+                    self.events.push_back(Event::Refused { from: ip, count: n });
                 }
             }
         }
@@ -894,7 +902,7 @@ mod tests {
         let refused = std::iter::from_fn(|| c.poll_event())
             .filter(|e| matches!(e, Event::Refused { .. }))
             .count();
-        assert_eq!(refused, MAX_FOREIGN, "one warning per remembered address");
+        assert_eq!(refused, 1, "at most one warning a second");
         // A remembered address still counts up.
         let first = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000), 7171);
         c.handle_datagram(now, first, &datagram);

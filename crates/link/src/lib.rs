@@ -53,6 +53,44 @@ pub enum LinkError {
     TooLarge(usize),
     #[error("a message is not what the protocol expects: {0}")]
     Malformed(String),
+    /// The handshake did not finish in its time (a peer that stalls, or trickles bytes).
+    #[error("the handshake did not finish in time")]
+    Timeout,
+}
+
+impl LinkError {
+    /// Why a stream ended, in one word (`auth`, `timeout`, `closed`, `io`, `too-large`,
+    /// `malformed`, `connect`): what counters and rate-limited logs group by.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LinkError::Connect { .. } => "connect",
+            LinkError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                "timeout"
+            }
+            LinkError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                "closed"
+            }
+            LinkError::Io(_) => "io",
+            LinkError::Auth => "auth",
+            LinkError::Closed => "closed",
+            LinkError::TooLarge(_) => "too-large",
+            LinkError::Malformed(_) => "malformed",
+            LinkError::Timeout => "timeout",
+        }
+    }
 }
 
 fn builder_error(_: snow::Error) -> LinkError {
@@ -61,42 +99,64 @@ fn builder_error(_: snow::Error) -> LinkError {
     LinkError::Auth
 }
 
-/// Fills `buf`, by `deadline` if given. A read timeout bounds one `read` only: a peer that
-/// trickles a byte now and then would keep `read_exact` going for ever, so before the handshake
-/// is done each read gets only the time left.
-fn read_exact_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Option<Instant>) -> std::io::Result<()> {
-    let Some(deadline) = deadline else {
-        return stream.read_exact(buf);
-    };
-    let mut got = 0;
-    while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf[got..]) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Reads one frame body into `buf`; `Closed` on a clean end of stream before a frame starts.
-fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), LinkError> {
+fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), LinkError> {
     let mut len = [0u8; 2];
-    match read_exact_by(stream, &mut len, deadline) {
+    match stream.read_exact(&mut len) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(LinkError::Closed),
         Err(e) => return Err(e.into()),
     }
     let len = usize::from(u16::from_be_bytes(len));
     buf.resize(len, 0);
-    read_exact_by(stream, buf, deadline)?;
+    stream.read_exact(buf)?;
     Ok(())
+}
+
+/// Fills `buf` before `deadline`, however the peer splits its bytes: a per-read timeout alone
+/// lets a peer that sends one byte just before each timeout hold the stream (and its thread) for
+/// ever.
+fn read_exact_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), LinkError> {
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(LinkError::Timeout);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => {
+                return Err(if got == 0 {
+                    LinkError::Closed
+                } else {
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                })
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(LinkError::Timeout)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// [`read_frame`] bounded by `deadline` as a whole.
+fn read_frame_by(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<(), LinkError> {
+    let mut len = [0u8; 2];
+    read_exact_by(stream, &mut len, deadline)?;
+    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
+    match read_exact_by(stream, buf, deadline) {
+        Err(LinkError::Closed) => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+        other => other,
+    }
 }
 
 fn write_frame(stream: &mut TcpStream, body: &[u8]) -> Result<(), LinkError> {
@@ -152,20 +212,19 @@ pub struct Receiver {
     shared: Arc<Shared>,
     frame: Vec<u8>,
     plain: Vec<u8>,
-    /// Until the handshake is confirmed: when it must be.
-    deadline: Option<Instant>,
 }
 
 impl Link {
     /// Connects to `addr` and runs the handshake as initiator; `timeout` bounds the connect and
-    /// each handshake step.
+    /// the handshake (both confirmations included) as a whole.
     pub fn connect(addr: SocketAddr, key: &ClusterKey, timeout: Duration) -> Result<Link, LinkError> {
         let stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|source| LinkError::Connect { addr, source })?;
         Self::handshake(stream, key, timeout, true)
     }
 
-    /// Runs the handshake as responder on an accepted connection.
+    /// Runs the handshake as responder on an accepted connection, in `timeout` at most however
+    /// the peer paces its bytes.
     pub fn accept(stream: TcpStream, key: &ClusterKey, timeout: Duration) -> Result<Link, LinkError> {
         Self::handshake(stream, key, timeout, false)
     }
@@ -176,8 +235,6 @@ impl Link {
         timeout: Duration,
         initiator: bool,
     ) -> Result<Link, LinkError> {
-        // The whole handshake, confirmation included, within `timeout`: nothing unauthenticated
-        // holds a stream (and the listener's slot) longer.
         let deadline = Instant::now() + timeout;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
@@ -201,11 +258,11 @@ impl Link {
         if initiator {
             let n = hs.write_message(&[], &mut msg).map_err(|_| LinkError::Auth)?;
             write_frame(&mut stream, &msg[..n])?;
-            read_frame(&mut stream, &mut frame, Some(deadline))?;
+            read_frame_by(&mut stream, &mut frame, deadline)?;
             hs.read_message(&frame, &mut payload)
                 .map_err(|_| LinkError::Auth)?;
         } else {
-            read_frame(&mut stream, &mut frame, Some(deadline))?;
+            read_frame_by(&mut stream, &mut frame, deadline)?;
             hs.read_message(&frame, &mut payload)
                 .map_err(|_| LinkError::Auth)?;
             let n = hs.write_message(&[], &mut msg).map_err(|_| LinkError::Auth)?;
@@ -229,26 +286,32 @@ impl Link {
                 shared,
                 frame: Vec::new(),
                 plain: Vec::new(),
-                deadline: Some(deadline),
             },
         };
         // The responder proves it holds the key by the first message it can encrypt; the
         // initiator's proof is its handshake message. Confirm both ways before anyone acts.
         if initiator {
             link.send(b"ok")?;
-            link.expect_ok()?;
+            link.expect_ok(deadline)?;
         } else {
-            link.expect_ok()?;
+            link.expect_ok(deadline)?;
             link.send(b"ok")?;
         }
-        link.rx.deadline = None;
         Ok(link)
     }
 
-    fn expect_ok(&mut self) -> Result<(), LinkError> {
-        let got = self.recv()?;
-        self.rx.stream.set_read_timeout(None)?;
-        if got != b"ok" {
+    fn expect_ok(&mut self, deadline: Instant) -> Result<(), LinkError> {
+        let rx = &mut self.rx;
+        read_frame_by(&mut rx.stream, &mut rx.frame, deadline)?;
+        rx.plain.resize(rx.frame.len(), 0);
+        let n = rx
+            .shared
+            .lock()
+            .read_message(&rx.frame, &mut rx.plain)
+            .map_err(|_| LinkError::Auth)?;
+        let ok = &rx.plain[..n] == b"ok";
+        rx.stream.set_read_timeout(None)?;
+        if !ok {
             return Err(LinkError::Auth);
         }
         Ok(())
@@ -329,7 +392,7 @@ impl Closer {
 impl Receiver {
     /// The next message; valid until the next call.
     pub fn recv(&mut self) -> Result<&[u8], LinkError> {
-        read_frame(&mut self.stream, &mut self.frame, self.deadline)?;
+        read_frame(&mut self.stream, &mut self.frame)?;
         self.plain.resize(self.frame.len(), 0);
         let n = self
             .shared

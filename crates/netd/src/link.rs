@@ -2,7 +2,7 @@
 
 use crate::arp_probe;
 use crate::state_file::{self, LeaseFile};
-use clump_net::dhcp::{Action, Client, ClientConfig, Dest, Lease, CLIENT_PORT, SERVER_PORT};
+use clump_net::dhcp::{Action, Client, ClientConfig, Counters, Dest, Lease, CLIENT_PORT, SERVER_PORT};
 use clump_net::ipv4ll::{self as ll, LinkLocal};
 use clump_net::packet::{PacketSocket, BROADCAST_MAC};
 use clump_net::{frame, Nic, Rtnl};
@@ -34,6 +34,17 @@ pub struct Link {
     pub bound: Option<Lease>,
     /// RFC 3927 fallback, started by the service when no server answered in time.
     pub link_local: LinkLocal,
+    /// The drop counters the lease file shows, and when it was written.
+    written: (Counters, Duration),
+}
+
+/// The lease file is rewritten for new drop counters at most this often.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the lease file is due for a rewrite because the drop counters moved: the file was
+/// written only when the lease changed, so packets dropped meanwhile never showed.
+fn counters_due(written: &(Counters, Duration), now: &Counters, at: Duration) -> bool {
+    written.0 != *now && at.saturating_sub(written.1) >= COUNTERS_EVERY
 }
 
 /// What a link reports to the service loop.
@@ -55,7 +66,7 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 impl Link {
     pub fn open(nic: Nic, hostname: Option<String>, seed: u64) -> std::io::Result<Self> {
         let mac = parse_mac(&nic.mac).ok_or_else(|| std::io::Error::other(format!("bad MAC {}", nic.mac)))?;
-        let raw = PacketSocket::ipv4(nic.index)?;
+        let raw = PacketSocket::ipv4_udp_to(nic.index, CLIENT_PORT)?;
         let arp = PacketSocket::arp(nic.index)?;
         let cfg = ClientConfig {
             mac,
@@ -72,6 +83,7 @@ impl Link {
             probe: None,
             bound: None,
             link_local: LinkLocal::new(mac, seed.rotate_left(17)),
+            written: (Counters::default(), Duration::ZERO),
         })
     }
 
@@ -122,6 +134,9 @@ impl Link {
         }
         let mut out = self.apply(actions, now, rtnl, paths);
         out.extend(self.apply_link_local(ll_actions, rtnl, paths));
+        if counters_due(&self.written, &self.client.counters(), now) {
+            self.write_state(paths, "bound");
+        }
         out
     }
 
@@ -300,7 +315,8 @@ impl Link {
         true
     }
 
-    fn write_state(&self, paths: &Paths, state: &str) {
+    fn write_state(&mut self, paths: &Paths, state: &str) {
+        self.written = (self.client.counters(), crate::since_boot());
         let (via, lease) = match (&self.bound, self.link_local.address()) {
             (Some(l), _) => ("dhcp", serde_json::to_value(l).ok()),
             (None, Some(a)) => (
@@ -349,7 +365,25 @@ fn open_udp(address: Ipv4Addr, iface: &str) -> Option<UdpSocket> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_mac;
+    use super::{counters_due, parse_mac, Counters, COUNTERS_EVERY};
+    use std::time::Duration;
+
+    #[test]
+    fn dropped_packets_reach_the_lease_file_within_a_second() {
+        let t = Duration::from_secs(50);
+        let written = (Counters::default(), t);
+        let moved = Counters {
+            malformed: 3,
+            ..Counters::default()
+        };
+        assert!(!counters_due(
+            &written,
+            &Counters::default(),
+            t + COUNTERS_EVERY * 10
+        ));
+        assert!(!counters_due(&written, &moved, t + COUNTERS_EVERY / 2));
+        assert!(counters_due(&written, &moved, t + COUNTERS_EVERY));
+    }
 
     #[test]
     fn macs() {
