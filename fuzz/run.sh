@@ -69,7 +69,7 @@ for t in "${targets[@]}"; do
         result="FAILED (exit $status)"
         failed+=("$t")
         cp "$log" "artifacts/$t/last-run.log"
-        # What went wrong (libFuzzer's report, the panic), not cargo-fuzz's own backtrace.
+        # What went wrong: the panic or libFuzzer's report, before the stack trace.
         grep -m1 -A12 -E "panicked at|^==[0-9]+== ERROR|ERROR: libFuzzer|out-of-memory|Timeout" "$log" >&2 || tail -n 30 "$log" >&2
         artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
         echo "fuzz: $t found a problem; input: ${artifact:-none written, see $DIR/artifacts/$t/last-run.log} (reproduce: cd fuzz && cargo fuzz run ${FLAGS[*]} $t ${artifact:-ARTIFACT})" >&2
