@@ -6,7 +6,8 @@
 #   ./build.sh pxe [--kernel custom] out/pxe/ (vmlinuz, initrd.img, boot.ipxe, pxelinux)
 #   ./build.sh check-kernel [CONFIG] checks a kernel config against kernel-config/clump.config
 #   ./build.sh kernel [--config-only] builds a custom kernel from Debian's linux-source (hours)
-#   ./build.sh test                  fmt, clippy, unit tests, image, e2e boot tests
+#   ./build.sh test                  fmt, clippy, unit tests, fuzzing, image, e2e boot tests
+#   ./build.sh fuzz [--seconds N] [TARGET...]  runs the fuzz targets (fuzz/README.md), N s each
 #   ./build.sh demo                  builds, then boots one node in QEMU (out/demo/)
 #   ./build.sh clean [--all]         removes out/ (--all: the download cache too)
 #   all, iso, pxe, test, demo also take --key FILE: the cluster key (64 hex digits) to put in the
@@ -65,7 +66,7 @@ die() {
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 
-usage() { sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 # Runs a function with a header and its duration.
 step() {
@@ -965,12 +966,20 @@ cmd_test() {
     test_step "cargo fmt --check" cargo fmt --all -- --check
     test_step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
     test_step "unit tests" cargo test --workspace --locked --exclude clump-e2e
+    test_step "fuzz (12 s per target)" "$ROOT/build.sh" fuzz --seconds 12
     test_step "check-kernel (stock Debian kernel)" "$ROOT/build.sh" check-kernel
     local key_args=()
     [[ -n $KEY_FILE ]] && key_args=(--key "$KEY_FILE")
     test_step "build iso + pxe" "$ROOT/build.sh" all "${key_args[@]}"
     test_step "e2e tests" env CLUMP_OUT="$OUT" cargo test -p clump-e2e --locked -- --test-threads=1
     log "./build.sh test: all steps passed in $(elapsed "$t0")"
+}
+
+# ./build.sh fuzz: fuzz/run.sh does the work; libFuzzer's C++ part needs a compiler.
+cmd_fuzz() {
+    command -v c++ >/dev/null || ensure_packages g++
+    ensure_cargo
+    "$ROOT/fuzz/run.sh" "$@" || die "fuzz: failed (see above)"
 }
 
 cmd_demo() {
@@ -994,6 +1003,7 @@ main() {
     kernel) cmd_kernel "$@" ;;
     clean) cmd_clean "$@" ;;
     test) cmd_test "$@" ;;
+    fuzz) cmd_fuzz "$@" ;;
     demo) cmd_demo "$@" ;;
     -h | --help | help) usage ;;
     *)

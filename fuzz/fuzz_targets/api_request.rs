@@ -1,10 +1,13 @@
 //! What a local user can send `clumpd` and what `clump` reads back: arbitrary bytes as a request
 //! and as replies (`serde_json` into the `clump_api` types), and as a stream of lines through
 //! `read_line`/`read_line_max`. Nothing here may panic; a line is never longer than its limit; a
-//! request that parses survives a round trip.
+//! request that parses survives a round trip. An attached stream's input (`StreamInput`) and
+//! the signal names it carries: only the allowed signals come out.
 #![no_main]
 
+use clump_api::jobs::{base64_decode, StreamInput};
 use clump_api::{read_line, read_line_max, ApiError, Event, NodeMap, Reply, Request, Speed, Stats};
+use clump_jobs::signals;
 use libfuzzer_sys::fuzz_target;
 use std::io::BufReader;
 
@@ -12,6 +15,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(request) = serde_json::from_slice::<Request>(data) {
         let again = serde_json::to_string(&request).expect("a request encodes");
         assert_eq!(serde_json::from_str::<Request>(&again).ok(), Some(request));
+    }
+    match serde_json::from_slice::<StreamInput>(data) {
+        Ok(StreamInput::Stdin { data }) => {
+            let _ = base64_decode(&data);
+        }
+        Ok(StreamInput::Signal { signal }) => {
+            if let Some(n) = signals::parse(&signal) {
+                assert!(
+                    signals::name(n).is_some(),
+                    "{signal:?} gave {n}, not an allowed signal"
+                );
+            }
+        }
+        _ => {}
     }
     let _ = serde_json::from_slice::<Reply<NodeMap>>(data);
     let _ = serde_json::from_slice::<Reply<Vec<Event>>>(data);

@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     let mut sweep = Sweep::new([2, 0, 0, 0, 0, 1], own, 24, 1024, 1000, Duration::ZERO);
     let first = sweep.on_packet(data);
     if let Some(host) = first {
-        assert_eq!(u32::from(host.addr) >> 8, u32::from(own) >> 8, "host outside the subnet");
+        assert_eq!(
+            u32::from(host.addr) >> 8,
+            u32::from(own) >> 8,
+            "host outside the subnet"
+        );
         assert_ne!(host.addr, own);
         assert!(sweep.on_packet(data).is_none(), "the same host reported twice");
     }

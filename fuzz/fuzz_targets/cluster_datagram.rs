@@ -14,7 +14,9 @@ use std::time::Duration;
 fuzz_target!(|data: &[u8]| {
     let key = ClusterKey::from_bytes([7; 32]);
     // The first byte picks the kind (all 256, known or not); the rest is the body.
-    let Some((&kind, body)) = data.split_first() else { return };
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
     let _ = Message::decode(kind, body);
 
     let now = Duration::from_secs(1);

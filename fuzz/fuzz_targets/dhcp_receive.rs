@@ -14,10 +14,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = d.payload.len();
     }
     // The transaction id the reply claims, so the checks past the xid are reached too.
-    let xid = data.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let xid = data
+        .get(4..8)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     let _ = parse_reply(data, &MAC, xid);
 
-    let cfg = ClientConfig { mac: MAC, hostname: None, vendor_class: "fuzz".into() };
+    let cfg = ClientConfig {
+        mac: MAC,
+        hostname: None,
+        vendor_class: "fuzz".into(),
+    };
     let mut client = Client::new(cfg, u64::from(xid));
     let mut now = Duration::ZERO;
     for chunk in data.chunks(300).take(8) {

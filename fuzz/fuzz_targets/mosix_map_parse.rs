@@ -43,9 +43,13 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let rendered = render(&nodes);
-    let back = parse(&rendered).unwrap_or_else(|e| panic!("render wrote what parse refuses: {e}\n{rendered}"));
+    let back =
+        parse(&rendered).unwrap_or_else(|e| panic!("render wrote what parse refuses: {e}\n{rendered}"));
     // `back` holds exactly the nodes given, so its total is bounded too.
-    let mut given: Vec<(u32, Ipv4Addr)> = nodes.iter().filter_map(|n| Some((n.number?, n.address?))).collect();
+    let mut given: Vec<(u32, Ipv4Addr)> = nodes
+        .iter()
+        .filter_map(|n| Some((n.number?, n.address?)))
+        .collect();
     given.sort();
     assert_eq!(pairs(&back), given);
 });

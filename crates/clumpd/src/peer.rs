@@ -1041,18 +1041,24 @@ fn receive_rounds(link: &mut Link, dir: &Path) -> Result<(Last, PathBuf), String
     Err(format!("more than {MAX_ROUNDS} rounds of images"))
 }
 
-/// One round's files into `dir`; `before` bytes came in earlier rounds. Returns this round's.
-fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile], before: u64) -> Result<u64, String> {
-    let bytes: u64 = files.iter().map(|f| f.size).sum();
-    if bytes.saturating_add(before) > MAX_IMAGES {
-        return Err(format!(
-            "{} bytes of images is more than the {MAX_IMAGES} accepted",
-            bytes.saturating_add(before)
-        ));
-    }
+/// Checks a round's list of files before anything is written: plain names, and no more than
+/// [`MAX_IMAGES`] bytes with the `before` of earlier rounds. Returns this round's bytes.
+pub fn check_round(files: &[ImageFile], before: u64) -> Result<u64, String> {
+    // Checked: sizes are the peer's, and a wrapped sum would pass the limit below.
+    let total = files
+        .iter()
+        .try_fold(before, |sum, f| sum.checked_add(f.size))
+        .filter(|&total| total <= MAX_IMAGES)
+        .ok_or_else(|| format!("the images are more than the {MAX_IMAGES} bytes accepted"))?;
     if let Some(bad) = files.iter().find(|f| !valid_name(&f.name)) {
         return Err(format!("{:?} is not an image file name", bad.name));
     }
+    Ok(total - before)
+}
+
+/// One round's files into `dir`; `before` bytes came in earlier rounds. Returns this round's.
+fn receive_images(link: &mut Link, dir: &Path, files: &[ImageFile], before: u64) -> Result<u64, String> {
+    let bytes = check_round(files, before)?;
     let left = room(dir);
     if bytes > left {
         return Err(format!(
@@ -1697,6 +1703,22 @@ mod tests {
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         private_dir(&old).expect("existing");
         assert_eq!(mode(&old), 0o700, "one left by an earlier run is closed too");
+    }
+
+    #[test]
+    fn a_round_cannot_pass_the_image_limit_by_wrapping_its_sizes() {
+        let file = |name: &str, size| ImageFile {
+            name: name.into(),
+            size,
+        };
+        // Summed in u64 these are 0 bytes: they passed the limit, then the receiver took 2^64.
+        let wrapped = [file("pages-1.img", u64::MAX), file("pages-2.img", 1)];
+        assert!(check_round(&wrapped, 0).is_err());
+        assert!(check_round(&[file("pages-1.img", 1)], u64::MAX).is_err());
+        assert!(check_round(&[file("pages-1.img", MAX_IMAGES)], 1).is_err());
+        let fits = [file("pages-1.img", MAX_IMAGES / 2), file("core-1.img", 7)];
+        assert_eq!(check_round(&fits, 1), Ok(MAX_IMAGES / 2 + 7));
+        assert!(check_round(&[file("../pages-1.img", 1)], 0).is_err());
     }
 
     #[test]

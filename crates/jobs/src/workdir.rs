@@ -50,6 +50,8 @@ pub struct Workdir {
 }
 
 impl Workdir {
+    /// The bytes of its files, at most `u64::MAX`: sizes from another node must not wrap
+    /// around to a small total that passes [`check`]'s limit.
     pub fn bytes(&self) -> u64 {
         self.entries
             .iter()
@@ -57,7 +59,7 @@ impl Workdir {
                 Kind::File { size } => size,
                 _ => 0,
             })
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -446,6 +448,26 @@ mod tests {
             std::fs::read_link(w.join("link")).expect("link"),
             Path::new("in.txt")
         );
+    }
+
+    #[test]
+    fn file_sizes_that_wrap_around_are_too_big() {
+        let file = |path: &str, size| Entry {
+            path: path.into(),
+            mode: 0o644,
+            mtime: 0,
+            kind: Kind::File { size },
+        };
+        // Summed in u64 these are 0 bytes: they passed the limit, then the writer took 2^64.
+        let wd = Workdir {
+            root: "/tmp/x".into(),
+            entries: vec![file("a", u64::MAX), file("b", 1)],
+        };
+        assert_eq!(wd.bytes(), u64::MAX);
+        assert!(matches!(
+            check(&wd, DEFAULT_LIMIT),
+            Err(WorkdirError::TooBig { .. })
+        ));
     }
 
     #[test]
