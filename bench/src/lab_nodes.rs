@@ -8,7 +8,17 @@ use std::time::Duration;
 /// Starts a lab of `n` nodes named `PREFIX1..n` with `mem_mib` each and `cmdline` added to their
 /// kernel command line; their addresses, in order.
 pub fn boot(prefix: &str, n: usize, mem_mib: u32, cmdline: &str) -> Result<(Lab, Vec<String>)> {
-    let mut lab = Lab::start(LabConfig::default()).context("lab (needs root)")?;
+    // The nodes' serial logs stay in target/bench/PREFIX for a look after the run.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench")
+        .join(prefix);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = LabConfig {
+        workdir: Some(dir),
+        ..LabConfig::default()
+    };
+    let mut lab = Lab::start(config).context("lab (needs root)")?;
     for i in 1..=n {
         let mut spec =
             NodeSpec::from_artefacts(format!("{prefix}{i}"), Boot::Kernel, &Artefacts::from_env())?
