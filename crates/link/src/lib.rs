@@ -30,6 +30,9 @@ pub const KEY_LABEL: &str = "stream v1";
 /// The largest Noise message (and frame body).
 const MAX_FRAME: usize = 65_535;
 const TAG_LEN: usize = 16;
+/// The initiator's first handshake message: its ephemeral public key (32 bytes) and the tag of
+/// its empty payload (16), which the PSK makes encrypted.
+pub const FIRST_MESSAGE_LEN: usize = 48;
 /// The most plaintext one message carries.
 pub const MAX_MESSAGE: usize = MAX_FRAME - TAG_LEN;
 
@@ -240,6 +243,24 @@ impl Link {
         stream.set_write_timeout(Some(timeout))?;
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr()?;
+        let mut frame = Vec::new();
+        if !initiator {
+            // Before any key is made (building a handshake draws an X25519 key pair, milliseconds
+            // on an emulated CPU): a first message of another size is refused for free, so
+            // garbage and stalled connections cost a node no cryptography.
+            let mut len = [0u8; 2];
+            read_exact_by(&mut stream, &mut len, deadline)?;
+            if usize::from(u16::from_be_bytes(len)) != FIRST_MESSAGE_LEN {
+                return Err(LinkError::Auth);
+            }
+            frame.resize(FIRST_MESSAGE_LEN, 0);
+            match read_exact_by(&mut stream, &mut frame, deadline) {
+                Err(LinkError::Closed) => {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into())
+                }
+                other => other?,
+            }
+        }
         let mut psk = key.derive(KEY_LABEL);
         let built = builder(&psk).and_then(|b| {
             if initiator {
@@ -250,19 +271,20 @@ impl Link {
         });
         psk.zeroize();
         let mut hs = built?;
-        let mut msg = vec![0u8; MAX_FRAME];
-        let mut frame = Vec::new();
-        let mut payload = vec![0u8; MAX_FRAME];
+        // Both handshake messages are an ephemeral key and an empty payload's tag.
+        let mut msg = vec![0u8; 2 * FIRST_MESSAGE_LEN];
+        let mut payload = Vec::new();
         // NNpsk0: -> psk, e   <- e, ee. The payloads are empty: nothing may act on the first
         // message, which an eavesdropper could replay.
         if initiator {
             let n = hs.write_message(&[], &mut msg).map_err(|_| LinkError::Auth)?;
             write_frame(&mut stream, &msg[..n])?;
             read_frame_by(&mut stream, &mut frame, deadline)?;
+            payload.resize(frame.len(), 0);
             hs.read_message(&frame, &mut payload)
                 .map_err(|_| LinkError::Auth)?;
         } else {
-            read_frame_by(&mut stream, &mut frame, deadline)?;
+            payload.resize(frame.len(), 0);
             hs.read_message(&frame, &mut payload)
                 .map_err(|_| LinkError::Auth)?;
             let n = hs.write_message(&[], &mut msg).map_err(|_| LinkError::Auth)?;

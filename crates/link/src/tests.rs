@@ -89,6 +89,8 @@ fn a_replayed_first_handshake_message_gets_no_session() {
     });
     let _ = Link::connect(addr, &key(4), Duration::from_millis(300));
     let (listener, first) = recorder.join().expect("recorder");
+    // The size the responder checks before it makes any key.
+    assert_eq!(first.len(), FIRST_MESSAGE_LEN);
     let server = thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
         Link::accept(stream, &key(4), Duration::from_secs(2))
@@ -195,4 +197,20 @@ fn a_peer_that_trickles_its_handshake_is_cut_off_at_the_deadline() {
     let (reason, took) = server.join().expect("server");
     assert_eq!(reason, Some("timeout"));
     assert!(took < limit * 3, "the handshake lasted {took:?}");
+}
+
+#[test]
+fn a_first_frame_of_the_wrong_size_is_refused_before_its_bytes_arrive() {
+    // A frame header promising 65,535 bytes, then silence: refused at once as not a handshake,
+    // without waiting for the body or making a key.
+    let (addr, server) = serve(key(9), |link| {
+        let started = Instant::now();
+        (link.err().map(|e| e.reason()), started)
+    });
+    let mut raw = TcpStream::connect(addr).expect("connect");
+    let sent = Instant::now();
+    raw.write_all(&[0xff, 0xff]).expect("write");
+    let (reason, _) = server.join().expect("server");
+    assert_eq!(reason, Some("auth"));
+    assert!(sent.elapsed() < T / 2, "refused only after {:?}", sent.elapsed());
 }
