@@ -6,7 +6,8 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 7171;
 pub const DEFAULT_PROBE_CAP: usize = 1024;
 pub const DEFAULT_PROBE_RATE: u32 = 1000;
-/// How often a job away from home is checkpointed to its home.
+/// How often a job away from home is checkpointed to its home once checkpoints are on
+/// (`clump.checkpoint=on`).
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +38,10 @@ impl Default for Options {
             probe_linger: Duration::from_millis(500),
             speed: None,
             control: Vec::new(),
-            checkpoint: Some(DEFAULT_CHECKPOINT),
+            // Off until a job dumped and resumed once restores again from a later dump: in the lab
+            // such a restore failed with the tasks stopped by SIGTRAP (ARCHITECTURE.md, "Crash
+            // recovery"), which would also fail every later move of a checkpointed job.
+            checkpoint: None,
         }
     }
 }
@@ -82,6 +86,7 @@ impl Options {
                 },
                 "clump.checkpoint" => match value {
                     "off" | "0" => options.checkpoint = None,
+                    "on" => options.checkpoint = Some(DEFAULT_CHECKPOINT),
                     n => match n.parse::<u64>() {
                         Ok(s) if (1..=86_400).contains(&s) => {
                             options.checkpoint = Some(Duration::from_secs(s))
@@ -131,6 +136,10 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(Options::from_cmdline("clump.probe=off").0.probe_cap, 0);
         assert_eq!(Options::from_cmdline("clump.checkpoint=off").0.checkpoint, None);
+        assert_eq!(
+            Options::from_cmdline("clump.checkpoint=on").0.checkpoint,
+            Some(DEFAULT_CHECKPOINT)
+        );
     }
 
     #[test]

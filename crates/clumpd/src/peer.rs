@@ -352,9 +352,7 @@ impl Peers {
             outcomes: Mutex::new(Vec::new()),
             running_guests: Mutex::new(HashMap::new()),
             checkpoints: Checkpoints::new(work.join("checkpoints")),
-            checkpoint_ms: AtomicU64::new(
-                u64::try_from(crate::config::DEFAULT_CHECKPOINT.as_millis()).unwrap_or(u64::MAX),
-            ),
+            checkpoint_ms: AtomicU64::new(0),
             work,
         });
         let server = peers.clone();
