@@ -201,3 +201,30 @@ pub fn expected_drivers(model: NicModel) -> &'static [&'static str] {
         NicModel::Rtl8139 => &["8139cp", "8139too"],
     }
 }
+
+/// The JSON value between the first `open` and the last `close` of a command's console output;
+/// clumpd's log lines, which share the console and may fall between the JSON's, are left out.
+pub fn console_json(text: &str, open: char, close: char) -> Result<serde_json::Value> {
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let start = text.find(open).context("no JSON in the output")?;
+    let end = text.rfind(close).context("no JSON in the output")?;
+    serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
+}
+
+/// Polls `done` every 2 s until it says yes; an error once `limit` has passed.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = std::time::Instant::now() + limit;
+    while !done()? {
+        ensure!(
+            std::time::Instant::now() < end,
+            "{what}: not within {} s",
+            limit.as_secs()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Ok(())
+}

@@ -18,7 +18,7 @@
 //! The serial logs stay in `target/e2e/balance/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{parse_ready, sh, start_lab, READY_FROM_KERNEL};
+use clump_e2e::{console_json, parse_ready, sh, start_lab, wait_until, READY_FROM_KERNEL};
 use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -27,21 +27,9 @@ use std::time::{Duration, Instant};
 /// How long a balancer may take to act under TCG: settle 10 s, the gossip, the move itself.
 const ACT: Duration = Duration::from_secs(120);
 
-fn parse_json(text: &str, open: char, close: char) -> Result<Value> {
-    // clumpd's log shares the console: its lines may fall between the JSON's.
-    let text: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let start = text.find(open).context("no JSON in the output")?;
-    let end = text.rfind(close).context("no JSON in the output")?;
-    serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
-}
-
 /// The cluster's jobs as `node` gathers them.
 fn ps(node: &mut Node) -> Result<Vec<Value>> {
-    match parse_json(&sh(node, "clump ps --json")?, '[', ']')? {
+    match console_json(&sh(node, "clump ps --json")?, '[', ']')? {
         Value::Array(a) => Ok(a),
         other => bail!("`clump ps --json` is not a list: {other}"),
     }
@@ -76,15 +64,6 @@ fn migrations(node: &mut Node, ids: &[String]) -> Result<u64> {
         .filter(|j| ids.iter().any(|id| j["id"] == id.as_str()))
         .filter_map(|j| j["migrations"].as_u64())
         .sum())
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + limit;
-    while !done()? {
-        ensure!(Instant::now() < end, "{what}: not within {} s", limit.as_secs());
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    Ok(())
 }
 
 fn kill_all(node: &mut Node, ids: &[String]) -> Result<()> {
@@ -297,7 +276,7 @@ fn phases(lab: &mut clump_lab::Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<(
         "the drained guest is not home"
     );
     wait_until("the others show node 1 leaving", Duration::from_secs(30), || {
-        let map = parse_json(&sh(lab.node(1)?, "clump nodes --json")?, '{', '}')?;
+        let map = console_json(&sh(lab.node(1)?, "clump nodes --json")?, '{', '}')?;
         Ok(map["nodes"]
             .as_array()
             .is_some_and(|n| n.iter().any(|e| e["number"] == num[0] && e["state"] == "leaving")))

@@ -12,7 +12,7 @@
 //! The serial logs stay in `target/e2e/recovery/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{parse_ready, sh, start_lab, READY_FROM_KERNEL};
+use clump_e2e::{console_json, parse_ready, sh, start_lab, wait_until, READY_FROM_KERNEL};
 use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -29,33 +29,12 @@ fn expected_sum(lines: u32) -> u32 {
     (0..lines).sum()
 }
 
-fn parse_json(text: &str) -> Result<Value> {
-    // clumpd's log shares the console: its lines may fall between the JSON's.
-    let text: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let start = text.find('[').context("no JSON in the output")?;
-    let end = text.rfind(']').context("no JSON in the output")?;
-    serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
-}
-
 /// Job `id` as `node` sees it in `clump ps`.
 fn job(node: &mut Node, id: &str) -> Result<Option<Value>> {
-    match parse_json(&sh(node, "clump ps --json")?)? {
+    match console_json(&sh(node, "clump ps --json")?, '[', ']')? {
         Value::Array(jobs) => Ok(jobs.into_iter().find(|j| j["id"] == id)),
         other => bail!("`clump ps --json` is not a list: {other}"),
     }
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + limit;
-    while !done()? {
-        ensure!(Instant::now() < end, "{what}: not within {} s", limit.as_secs());
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    Ok(())
 }
 
 /// The `line N` numbers of `text` in order, and its `sum=` line; other lines (the console's)
