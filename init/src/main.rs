@@ -5,6 +5,7 @@ mod boot;
 mod clock;
 mod cmdline;
 mod hardware;
+mod hide_key;
 mod log;
 mod mounts;
 mod network;
