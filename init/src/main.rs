@@ -6,6 +6,7 @@ mod clock;
 mod cmdline;
 mod hardware;
 mod log;
+mod log_file;
 mod mounts;
 mod network;
 mod process;

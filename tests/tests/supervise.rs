@@ -1,14 +1,16 @@
 //! PID 1 under service crashes (issue 8): on node 1 of a two-node lab every service PID 1
 //! supervises (clump-netd, clumpd, the status screen, the shells on tty2 and ttyS0) is SIGKILLed
-//! [`ROUNDS`] times in a row. Node 1 boots with `clump.restart_max_ms=600`, so a crash loop waits
-//! 250, 500, then 600 ms before each restart and the test takes minutes, not hours.
+//! [`ROUNDS`] times in a row. Node 1 boots with `clump.restart_max_ms=300`, so a crash loop waits
+//! 250, then 300 ms (not 500, 1000, ... up to 30 s) before each restart, and the test takes two
+//! minutes, not hours.
 //!
 //! Each round a script in node 1 (run in its own session, so killing the serial shell does not
 //! take it along) kills all five at once and waits until PID 1 has started each again: a new pid
 //! among PID 1's children, with the program's name and, for a shell, its terminal. It records
 //! how long the round took and PID 1's resident memory. Then:
 //!
-//! - every restart followed the backoff (PID 1's `restart_in_ms`: 250, 500, then the cap);
+//! - every restart followed the backoff (PID 1's `restart_in_ms`: 250, then the cap, and no
+//!   restart came sooner);
 //! - no zombie is left and PID 1 holds the file descriptors it held before;
 //! - PID 1's VmRSS at the end is within [`RSS_SLACK_KIB`] of its value after the warm-up rounds;
 //! - netd holds the same lease, and node 2 lists node 1 alive with the same node id.
@@ -29,7 +31,9 @@ use std::time::{Duration, Instant};
 /// Kills of every service.
 const ROUNDS: usize = 200;
 /// `clump.restart_max_ms=` on node 1.
-const RESTART_MAX_MS: u64 = 600;
+const RESTART_MAX_MS: u64 = 300;
+/// How much earlier than its backoff a restart may seem to come in PID 1's log stamps.
+const STAMP_SLACK_MS: u64 = 10;
 /// Rounds before the RSS reference is taken: the first restarts touch code and heap that boot
 /// did not (spawning a shell on a terminal, formatting the exit lines).
 const WARM_UP: usize = 10;
@@ -378,8 +382,8 @@ fn every_service_killed_200_times_comes_back_and_pid1_stays_the_same() -> Result
         // The killer's exits are the last ROUNDS; the first of them ended a long run.
         let backoff = &r.backoff_ms[r.backoff_ms.len() - ROUNDS..];
         ensure!(
-            backoff[..2] == [250, 500] && backoff[2..].iter().all(|&b| b == RESTART_MAX_MS),
-            "{name}: restart_in_ms is not 250, 500, then {RESTART_MAX_MS}: {backoff:?}"
+            backoff[0] == 250 && backoff[1..].iter().all(|&b| b == RESTART_MAX_MS),
+            "{name}: restart_in_ms is not 250, then {RESTART_MAX_MS}: {backoff:?}"
         );
         let latency = &r.latency_ms[r.latency_ms.len() - ROUNDS..];
         let over: Vec<u64> = latency
@@ -387,8 +391,10 @@ fn every_service_killed_200_times_comes_back_and_pid1_stays_the_same() -> Result
             .zip(backoff)
             .map(|(l, b)| l.saturating_sub(*b))
             .collect();
+        // The exit's stamp is taken when its line is written, a little after PID 1 read the
+        // clock the restart is timed from.
         ensure!(
-            latency.iter().zip(backoff).all(|(l, b)| l >= b),
+            latency.iter().zip(backoff).all(|(l, b)| l + STAMP_SLACK_MS >= *b),
             "{name} restarted before its backoff: {latency:?}"
         );
         let (med, max) = median_max(latency);
