@@ -85,7 +85,7 @@ pub fn run(signals: Signals) -> ! {
 
     // The screen starts before the NICs so the monitor shows the stages from here on; the drivers
     // that give it a framebuffer were loaded by coldplug.
-    let mut supervisor = Supervisor::default();
+    let mut supervisor = Supervisor::new(cfg.restart_max);
     let mut spawner = ProcessSpawner;
     if let Some(spec) = services::screen(&cfg, |p| std::path::Path::new(p).exists()) {
         supervisor.add(spec, clock::since_boot());

@@ -7,6 +7,7 @@ mod cmdline;
 mod hardware;
 mod hide_key;
 mod log;
+mod log_file;
 mod mounts;
 mod network;
 mod process;
