@@ -148,7 +148,12 @@ fn one(interval: u64) -> Result<Row> {
     }
     let recovery_s = killed.elapsed().as_secs_f64();
     let (_, restore_ms) = mean_field(lab.node(0)?, &id, "restarted from its last checkpoint", "ms")?;
-    let waited = shell(lab.node(0)?, &format!("clump wait {id}; clump output {id}"))?;
+    // The job prints a line a second to its end: wait as long as it has lines, and more.
+    let waited = lab_nodes::shell(
+        lab.node(0)?,
+        &format!("clump wait {id}; clump output {id}"),
+        Duration::from_secs(lines + 120),
+    )?;
     let numbers: Vec<u64> = waited
         .lines()
         .filter_map(|l| l.trim().strip_prefix("line "))
