@@ -4,7 +4,7 @@
 use clump_api::jobs::base64_decode;
 use clump_api::{
     read_line, write_line, ApiError, Event, Migrated, NodeMap, Place, Reply, Request, Speed, Started, Stats,
-    StreamInput, StreamOutput,
+    StreamInput, StreamOutput, Versioned,
 };
 use clump_jobs::{Attachment, JobError, Next, Runtime};
 use std::collections::VecDeque;
@@ -199,8 +199,14 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     while let Some(line) = read_line(&mut reader, &mut buf)? {
-        let request: Request = match serde_json::from_str(&line) {
-            Ok(r) => r,
+        let request: Request = match serde_json::from_str::<Versioned<Request>>(&line) {
+            Ok(r) => match r.checked() {
+                Ok(r) => r,
+                Err(e) => {
+                    write_line(&mut out, &Reply::<()>::Error(e))?;
+                    continue;
+                }
+            },
             Err(e) => {
                 write_line(&mut out, &Reply::<()>::Error(format!("bad request: {e}")))?;
                 continue;
