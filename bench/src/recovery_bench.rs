@@ -52,7 +52,8 @@ fn job(node: &mut Node, id: &str) -> Result<Value> {
 
 /// Mean of the numbers after `key=` on the log lines of `node` that contain `what` and `id`.
 fn mean_field(node: &mut Node, id: &str, what: &str, key: &str) -> Result<(usize, f64)> {
-    let re = Regex::new(&format!(r"{key}=(\d+)"))?;
+    // The whole key: `ms=` must not match the end of `checkpoint_age_ms=`.
+    let re = Regex::new(&format!(r"\b{key}=(\d+)"))?;
     let values: Vec<f64> = node
         .log_lines()?
         .iter()
