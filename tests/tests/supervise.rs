@@ -32,8 +32,11 @@ use std::time::{Duration, Instant};
 const ROUNDS: usize = 200;
 /// `clump.restart_max_ms=` on node 1.
 const RESTART_MAX_MS: u64 = 300;
-/// How much earlier than its backoff a restart may seem to come in PID 1's log stamps.
-const STAMP_SLACK_MS: u64 = 10;
+/// How much earlier than its backoff a restart may seem to come in PID 1's log stamps: the
+/// five exits of a round are reaped at one clock reading, and each line is stamped when it is
+/// written, after the ones before it went out on the 115,200-baud serial console (~9 ms a
+/// line; 11 ms seen in a full run).
+const STAMP_SLACK_MS: u64 = 50;
 /// Rounds before the RSS reference is taken: the first restarts touch code and heap that boot
 /// did not (spawning a shell on a terminal, formatting the exit lines).
 const WARM_UP: usize = 10;
