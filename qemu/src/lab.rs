@@ -219,6 +219,8 @@ pub struct Lab {
     layout: LabLayout,
     config: LabConfig,
     taps: usize,
+    /// Loss set with [`Lab::set_loss`], by tap (see `netfault.rs`).
+    losses: BTreeMap<String, crate::netfault::Loss>,
     _tempdir: Option<TempDir>,
 }
 
@@ -289,6 +291,7 @@ impl Lab {
             layout,
             config,
             taps: 0,
+            losses: BTreeMap::new(),
             _tempdir: tempdir,
         };
         let gateway = format!("{}/{}", subnet.gateway(), Subnet::PREFIX_LEN);
@@ -544,6 +547,20 @@ impl Lab {
             .stdin(Stdio::null())
             .output()
             .map_err(Error::io(format!("running {program} in {}", self.netns.name)))
+    }
+
+    /// The loss set per tap.
+    pub(crate) fn losses(&self) -> &BTreeMap<String, crate::netfault::Loss> {
+        &self.losses
+    }
+
+    pub(crate) fn losses_mut(&mut self) -> &mut BTreeMap<String, crate::netfault::Loss> {
+        &mut self.losses
+    }
+
+    /// Runs `ip -n <netns> args` and fails if it does; returns its stdout.
+    pub(crate) fn ip_in_netns(&self, args: &[&str]) -> Result<String> {
+        self.ip(args)
     }
 
     /// Runs `ip -n <netns> args` and fails if it does.
