@@ -219,8 +219,8 @@ pub struct Lab {
     layout: LabLayout,
     config: LabConfig,
     taps: usize,
-    /// Loss set with [`Lab::set_loss`], by tap (see `netfault.rs`).
-    losses: BTreeMap<String, crate::netfault::Loss>,
+    /// Loss set with [`Lab::set_loss`] and its counts (see `netfault.rs`).
+    faults: crate::netfault::Faults,
     _tempdir: Option<TempDir>,
 }
 
@@ -291,7 +291,7 @@ impl Lab {
             layout,
             config,
             taps: 0,
-            losses: BTreeMap::new(),
+            faults: crate::netfault::Faults::default(),
             _tempdir: tempdir,
         };
         let gateway = format!("{}/{}", subnet.gateway(), Subnet::PREFIX_LEN);
@@ -549,13 +549,13 @@ impl Lab {
             .map_err(Error::io(format!("running {program} in {}", self.netns.name)))
     }
 
-    /// The loss set per tap.
-    pub(crate) fn losses(&self) -> &BTreeMap<String, crate::netfault::Loss> {
-        &self.losses
+    /// The loss set per tap, and what it dropped.
+    pub(crate) fn faults(&self) -> &crate::netfault::Faults {
+        &self.faults
     }
 
-    pub(crate) fn losses_mut(&mut self) -> &mut BTreeMap<String, crate::netfault::Loss> {
-        &mut self.losses
+    pub(crate) fn faults_mut(&mut self) -> &mut crate::netfault::Faults {
+        &mut self.faults
     }
 
     /// Runs `ip -n <netns> args` and fails if it does; returns its stdout.

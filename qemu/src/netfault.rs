@@ -39,6 +39,20 @@ const LOSS_SCALE: u32 = 10_000;
 /// `filter-buffer` objects the lab adds are named `<prefix><netdev id>`.
 const JITTER_PREFIX: &str = "clump-jitter-";
 
+/// The loss a lab has set, by tap, and the frames it dropped before the table was last
+/// replaced (replacing it starts its counters at 0).
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    losses: BTreeMap<String, Loss>,
+    dropped_before: BTreeMap<String, u64>,
+}
+
+impl Faults {
+    fn any_loss(&self) -> bool {
+        self.losses.values().any(|l| l.0 > 0)
+    }
+}
+
 /// A share of frames to drop, in hundredths of a percent (0..=10000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Loss(u32);
@@ -144,25 +158,40 @@ impl Lab {
     /// ends it. Needs `nft` (Debian's nftables package) and nftables' bridge family in the kernel.
     pub fn set_loss(&mut self, index: usize, loss: Loss) -> Result<()> {
         let taps = taps(self.node(index)?);
-        let mut losses = self.losses().clone();
+        let mut losses = self.faults().losses.clone();
         for tap in taps {
             losses.insert(tap, loss);
         }
+        // The new table's counters start at 0: what the old one counted is kept first.
+        let counted = self.drop_counters()?;
         self.nft(&["-f", "-"], Some(&loss_ruleset(&losses)))?;
-        *self.losses_mut() = losses;
+        let faults = self.faults_mut();
+        faults.losses = losses;
+        for (tap, n) in counted {
+            *faults.dropped_before.entry(tap).or_default() += n;
+        }
         tracing::info!(node = index, %loss, "loss set");
         Ok(())
     }
 
-    /// Frames dropped so far from node `index`'s taps by [`Lab::set_loss`] (0 without loss).
+    /// Frames dropped from node `index`'s taps by [`Lab::set_loss`] since the lab started.
     pub fn dropped(&mut self, index: usize) -> Result<u64> {
         let taps = taps(self.node(index)?);
-        if self.losses().values().all(|l| l.0 == 0) {
-            return Ok(0);
+        let now = self.drop_counters()?;
+        let before = &self.faults().dropped_before;
+        Ok(taps
+            .iter()
+            .map(|t| now.get(t).copied().unwrap_or(0) + before.get(t).copied().unwrap_or(0))
+            .sum())
+    }
+
+    /// The counters of the loss table as it is (none without loss).
+    fn drop_counters(&self) -> Result<BTreeMap<String, u64>> {
+        if !self.faults().any_loss() {
+            return Ok(BTreeMap::new());
         }
         let text = self.nft(&["-j", "list", "table", "bridge", FAULT_TABLE], None)?;
-        let counters = parse_drop_counters(&text)?;
-        Ok(taps.iter().filter_map(|t| counters.get(t)).sum())
+        parse_drop_counters(&text)
     }
 
     /// Cuts node `index` off: its taps leave the bridge. The node runs on and keeps its carrier.

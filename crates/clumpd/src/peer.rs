@@ -951,9 +951,20 @@ impl Peers {
         if node == self.number {
             return Ok(());
         }
-        let deadline = Instant::now() + STREAM_IN;
+        let started = Instant::now();
+        let deadline = started + STREAM_IN;
         loop {
             if stream_in(&self.guests(), job, node) {
+                let waited_ms = started.elapsed().as_millis();
+                if waited_ms > 0 {
+                    // How often and how long the race is run shows in the faults e2e's logs.
+                    tracing::info!(
+                        job,
+                        node,
+                        waited_ms,
+                        "the new node's stream came in after the move's yes"
+                    );
+                }
                 return Ok(());
             }
             // A job that ended at the new node at once has no stream to wait for.
