@@ -2,11 +2,13 @@
 //! (`clump.checkpoint=10`; the balancer off, so only the test and the recovery move jobs):
 //!
 //! - a job of node 1 that runs on node 2 counts in a shell variable and prints a line a
-//!   second; node 2 loses power: home restarts the job from its last checkpoint, and `clump
-//!   run` on node 1 ends with code 0, every line exactly once and in order, and the right sum
-//!   (which only a job that kept its memory across the crash can print);
-//! - a job of node 1 that runs on node 3 (within the jobs' memory bound and its task limit
-//!   there); node 1 (its home) loses power: the job runs to its end on node 3, and `clump
+//!   second; once checkpointed it is moved to node 3 (a job dumped and resumed before moves
+//!   again), checkpointed there twice (so the last checkpoint holds only what changed since
+//!   the one before), and node 3 loses power: home restarts the job from its last checkpoint,
+//!   and `clump run` on node 1 ends with code 0, every line exactly once and in order, and the
+//!   right sum (which only a job that kept its memory across the crash can print);
+//! - a job of node 1 that runs on node 2 (within the jobs' memory bound and its task limit
+//!   there); node 1 (its home) loses power: the job runs to its end on node 2, and `clump
 //!   output` there shows its output, whole and in order.
 //!
 //! The serial logs stay in `target/e2e/recovery/`.
@@ -84,8 +86,9 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
         },
     )?;
 
-    // The node running a job dies.
-    let lines = 70;
+    // The node running a job dies, after the job moved there from the node it was
+    // checkpointed on and was checkpointed twice there.
+    let lines = 100;
     let out = sh(
         lab.node(0)?,
         &format!(
@@ -107,10 +110,34 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
             Ok(j["node"] == num[1] && j["checkpoint_ms"].is_u64())
         },
     )?;
+    let (code, said) = lab.node(0)?.shell(
+        &format!("clump migrate {id} {}", addrs[2]),
+        Duration::from_secs(180),
+    )?;
+    ensure!(
+        code == 0 && said.contains("moved"),
+        "a checkpointed job does not move on ({code}):\n{said}"
+    );
+    let mut checkpoints = Vec::new();
+    wait_until(
+        "home holds two checkpoints of the job taken on node 3",
+        Duration::from_secs(120),
+        || {
+            let j = job(lab.node(0)?, &id)?.context("the job is not listed at home")?;
+            ensure!(j["node"] == num[2], "the job left node 3: {j}");
+            if let Some(at) = j["checkpoint_ms"].as_u64() {
+                if checkpoints.last() != Some(&at) {
+                    checkpoints.push(at);
+                }
+            }
+            // The first one seen may be node 2's.
+            Ok(checkpoints.len() >= 3)
+        },
+    )?;
     // A few lines after the checkpoint, so the restarted job writes some again.
     std::thread::sleep(Duration::from_secs(5));
     let before = lines_and_sum(&sh(lab.node(0)?, "cat /tmp/r1.out")?).0.len();
-    lab.node(1)?.kill()?;
+    lab.node(2)?.kill()?;
     let killed = Instant::now();
     let mut runs_again = None;
     wait_until(
@@ -119,7 +146,7 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
         || {
             let j = job(lab.node(0)?, &id)?.context("the job is no longer listed at home")?;
             ensure!(j["state"] == "running", "the job did not survive its node: {j}");
-            let moved_on = j["node"] != num[1] && j["recovered"] == 1;
+            let moved_on = j["node"] != num[2] && j["recovered"] == 1;
             if moved_on {
                 runs_again = j["node"].as_u64();
             }
@@ -143,7 +170,7 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
     );
     ensure!(said.contains("exit=0"), "the job did not end well:\n{said}");
     eprintln!(
-        "recovery: node 2 died after {before} lines; the job ran again on node {runs_again:?} \
+        "recovery: node 3 died after {before} lines; the job ran again on node {runs_again:?} \
          {recovery_s} s later and ended with all {lines} lines once and sum={}",
         expected_sum(lines)
     );
@@ -154,18 +181,18 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
         lab.node(0)?,
         &format!(
             "cd / && clump run --detach --on {} -- {}",
-            addrs[2],
+            addrs[1],
             counting_job(lines)
         ),
     )?;
     let id = clump_lab::job_id(&out).with_context(|| format!("no job id:\n{out}"))?;
-    wait_until("the second job runs on node 3", Duration::from_secs(120), || {
-        Ok(job(lab.node(0)?, &id)?.is_some_and(|j| j["node"] == num[2]))
+    wait_until("the second job runs on node 2", Duration::from_secs(120), || {
+        Ok(job(lab.node(0)?, &id)?.is_some_and(|j| j["node"] == num[1]))
     })?;
     // Jobs are bounded on the node they run on: all of them together leave the node some
     // memory, and each has a task limit (a restored one too).
     let limits = sh(
-        lab.node(2)?,
+        lab.node(1)?,
         &format!("cat /sys/fs/cgroup/clump/memory.max /sys/fs/cgroup/clump/{id}/pids.max /proc/meminfo"),
     )?;
     let words: Vec<&str> = limits.split_whitespace().collect();
@@ -180,25 +207,25 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
         .context("no MemTotal")?;
     ensure!(
         jobs_max < total_kib * 1024 && jobs_max > total_kib * 1024 / 2 && words.get(1) == Some(&"4096"),
-        "jobs' limits on node 3 are not as documented:\n{limits}"
+        "jobs' limits on node 2 are not as documented:\n{limits}"
     );
     std::thread::sleep(Duration::from_secs(3));
     lab.node(0)?.kill()?;
     wait_until(
-        "the job ends on node 3 after its home died",
+        "the job ends on node 2 after its home died",
         Duration::from_secs(240),
-        || Ok(job(lab.node(2)?, &id)?.is_some_and(|j| j["state"] != "running")),
+        || Ok(job(lab.node(1)?, &id)?.is_some_and(|j| j["state"] != "running")),
     )?;
-    let j = job(lab.node(2)?, &id)?.context("the job is gone from node 3")?;
+    let j = job(lab.node(1)?, &id)?.context("the job is gone from node 2")?;
     ensure!(j["exit"]["code"] == 0, "the job did not end well: {j}");
-    let kept = sh(lab.node(2)?, &format!("clump output {id}"))?;
+    let kept = sh(lab.node(1)?, &format!("clump output {id}"))?;
     let (numbers, sum) = lines_and_sum(&kept);
-    let first = numbers.first().copied().context("no output kept on node 3")?;
+    let first = numbers.first().copied().context("no output kept on node 2")?;
     ensure!(
         numbers == (first..lines).collect::<Vec<_>>() && sum == Some(expected_sum(lines)),
-        "node 3 does not hold the job's output from line {first} on, in order, with its sum:\n{kept}"
+        "node 2 does not hold the job's output from line {first} on, in order, with its sum:\n{kept}"
     );
-    eprintln!("recovery: home died; the job ended on node 3, which kept its output from line {first} on");
+    eprintln!("recovery: home died; the job ended on node 2, which kept its output from line {first} on");
     Ok(())
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 7171;
 pub const DEFAULT_PROBE_CAP: usize = 1024;
 pub const DEFAULT_PROBE_RATE: u32 = 1000;
-/// How often a job away from home is checkpointed to its home once checkpoints are on
-/// (`clump.checkpoint=on`).
+/// How often a job away from home is checkpointed to its home unless the command line says
+/// otherwise (`clump.checkpoint=on` is this too).
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +38,7 @@ impl Default for Options {
             probe_linger: Duration::from_millis(500),
             speed: None,
             control: Vec::new(),
-            // Off until a job dumped and resumed once restores again from a later dump: in the lab
-            // such a restore failed with the tasks stopped by SIGTRAP (ARCHITECTURE.md, "Crash
-            // recovery"), which would also fail every later move of a checkpointed job.
-            checkpoint: None,
+            checkpoint: Some(DEFAULT_CHECKPOINT),
         }
     }
 }
@@ -136,6 +133,7 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(Options::from_cmdline("clump.probe=off").0.probe_cap, 0);
         assert_eq!(Options::from_cmdline("clump.checkpoint=off").0.checkpoint, None);
+        assert_eq!(Options::from_cmdline("").0.checkpoint, Some(DEFAULT_CHECKPOINT));
         assert_eq!(
             Options::from_cmdline("clump.checkpoint=on").0.checkpoint,
             Some(DEFAULT_CHECKPOINT)

@@ -118,12 +118,17 @@ fn reap(argv: &[OsString]) -> i32 {
     }
     let mut wanted = SigSet::empty();
     wanted.add(Signal::SIGCHLD);
+    // Taken and dropped: the SIGCONT that resumes a job after a checkpoint or a failed move
+    // would otherwise stay pending here (blocked, never waited for), go into the job's next
+    // dump, and CRIU's restore of that dump fails: "stopped by signal 5".
+    wanted.add(Signal::SIGCONT);
     for s in FORWARDED {
         wanted.add(s);
     }
     loop {
         match wanted.wait() {
             Ok(Signal::SIGCHLD) => {}
+            Ok(Signal::SIGCONT) => continue,
             // The program may already be gone; ESRCH is not worth a word.
             Ok(signal) => {
                 let _ = kill(child, signal);

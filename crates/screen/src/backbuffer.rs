@@ -389,8 +389,10 @@ mod tests {
         for f in [
             PixelFormat::xrgb8888(),
             PixelFormat::xbgr8888(),
+            PixelFormat::rgb888(),
             PixelFormat::bgr888(),
             PixelFormat::rgb565(),
+            PixelFormat::bgr565(),
         ] {
             let bpp = f.bytes_per_pixel();
             let stride = 7 * bpp + 5;

@@ -899,6 +899,26 @@ mod tests {
     }
 
     #[test]
+    fn region_at_names_where_a_point_falls_for_golden_diffs() {
+        let centre = |r: &Rectangle| r.center();
+        let l = layout(1024, 768, 64);
+        assert_eq!(l.region_at(centre(&l.tiles[0].outer)), "tile 0");
+        assert_eq!(l.region_at(centre(&l.tiles[63].badge)), "tile 63");
+        assert_eq!(l.region_at(centre(&l.header.title)), "header");
+        assert_eq!(l.region_at(centre(&l.footer.area)), "footer");
+        assert_eq!(l.region_at(Point::new(0, centre(&l.grid).y)), "margin");
+        let (a, b) = (&l.tiles[0].outer, &l.tiles[1].outer);
+        let between = Point::new(
+            (a.top_left.x + to_i32(a.size.width) + b.top_left.x) / 2,
+            a.center().y,
+        );
+        assert_eq!(l.region_at(between), "grid (between tiles)");
+        let l = layout(1024, 768, 200);
+        let summary = l.summary.expect("a summary row for 200 nodes");
+        assert_eq!(l.region_at(centre(&summary)), "summary");
+    }
+
+    #[test]
     fn boot_layouts_are_valid() {
         for (w, h) in SCREENS {
             for n in 0..=12 {

@@ -134,6 +134,11 @@ impl PixelFormat {
         Self::preset(16, 11, 5, 0, [5, 6, 5])
     }
 
+    /// 16 bpp, blue 5 bits at 11, green 6 at 5, red 5 at 0.
+    pub const fn bgr565() -> Self {
+        Self::preset(16, 0, 5, 11, [5, 6, 5])
+    }
+
     pub fn bits_per_pixel(&self) -> u32 {
         self.bits_per_pixel
     }
@@ -229,10 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn bgr565_swaps_red_and_blue_of_rgb565() {
+        let f = PixelFormat::bgr565();
+        assert_eq!(f.bytes_per_pixel(), 2);
+        assert_eq!(f.pack(Rgb888::RED), 0x001f);
+        assert_eq!(f.pack(Rgb888::GREEN), 0x07e0);
+        assert_eq!(f.pack(Rgb888::BLUE), 0xf800);
+        assert_eq!(f.encode(Rgb888::BLUE)[..2], [0x00, 0xf8]);
+        for v in 0..=255u8 {
+            let c = Rgb888::new(v, 255 - v, v / 3);
+            let swapped = Rgb888::new(c.b(), c.g(), c.r());
+            assert_eq!(f.pack(c), PixelFormat::rgb565().pack(swapped));
+            assert_eq!(
+                f.decode(&f.encode(c)),
+                PixelFormat::rgb565().decode(&PixelFormat::rgb565().encode(c)),
+                "the same rounding as rgb565"
+            );
+        }
+    }
+
+    #[test]
     fn eight_bit_formats_round_trip_every_value() {
         for f in [
             PixelFormat::xrgb8888(),
             PixelFormat::xbgr8888(),
+            PixelFormat::rgb888(),
             PixelFormat::bgr888(),
         ] {
             for v in 0..=255u8 {
@@ -251,6 +277,22 @@ mod tests {
         assert_eq!(
             PixelFormat::from_bitfields(16, (11, 5), (5, 6), (0, 5)),
             Ok(PixelFormat::rgb565())
+        );
+        assert_eq!(
+            PixelFormat::from_bitfields(16, (0, 5), (5, 6), (11, 5)),
+            Ok(PixelFormat::bgr565())
+        );
+        assert_eq!(
+            PixelFormat::from_bitfields(24, (16, 8), (8, 8), (0, 8)),
+            Ok(PixelFormat::rgb888())
+        );
+        assert_eq!(
+            PixelFormat::from_bitfields(24, (0, 8), (8, 8), (16, 8)),
+            Ok(PixelFormat::bgr888())
+        );
+        assert_eq!(
+            PixelFormat::from_bitfields(32, (0, 8), (8, 8), (16, 8)),
+            Ok(PixelFormat::xbgr8888())
         );
         let f = PixelFormat::from_bitfields(32, (20, 10), (10, 10), (0, 10)).expect("2101010");
         assert_eq!(f.pack(Rgb888::WHITE), 0x3fff_ffff);

@@ -139,8 +139,12 @@ fn every_pixel_format_matches_its_golden() {
     let l = layout(w, h, n as usize);
     // 24 bpp with a stride of an odd number of bytes, as no row of pixels divides.
     let odd = w as usize * 3 + 13;
+    let reference565 = draw(&view, w, h, w as usize * 2, PixelFormat::rgb565()).to_rgb();
+    // 16, 24 and 32 bpp, each in both orders (xrgb8888 is the cluster goldens' own format).
     for (name, format, stride) in [
         ("rgb565", PixelFormat::rgb565(), w as usize * 2),
+        ("bgr565", PixelFormat::bgr565(), w as usize * 2),
+        ("rgb888", PixelFormat::rgb888(), w as usize * 3),
         ("bgr888", PixelFormat::bgr888(), w as usize * 3),
         ("xbgr8888", PixelFormat::xbgr8888(), w as usize * 4),
         ("bgr888-stride3085", PixelFormat::bgr888(), odd),
@@ -154,7 +158,12 @@ fn every_pixel_format_matches_its_golden() {
                 "{name}: padding of row {y} drawn on"
             );
         }
-        if format != PixelFormat::rgb565() {
+        if format.bits_per_pixel() == 16 {
+            assert!(
+                b.to_rgb() == reference565,
+                "{name}: a 5-6-5 format draws what rgb565 draws"
+            );
+        } else {
             assert!(
                 b.to_rgb() == reference,
                 "{name}: an 8-bit format draws what xrgb8888 draws"

@@ -110,6 +110,7 @@ fn run(args: &Args) -> Result<()> {
     let mut screen = Screen {
         display: None,
         display_error: None,
+        graphics_error: None,
         facts: BootFacts::default(),
         snapshot: None,
         events: VecDeque::new(),
@@ -145,8 +146,10 @@ fn run(args: &Args) -> Result<()> {
                             }
                         }
                         Some(Action::PowerOff) => {
-                            screen.notice =
-                                Some("Powering off: the node leaves the cluster, then stops.".into());
+                            screen.notice = Some(
+                                "Powering off: sending guest jobs away (up to 60 s), then leaving the cluster."
+                                    .into(),
+                            );
                             screen.draw(vt.as_mut(), args);
                             power_off();
                         }
@@ -175,6 +178,8 @@ struct Screen {
     display: Option<Display>,
     /// Why there is no framebuffer, said once per reason.
     display_error: Option<String>,
+    /// Why tty1 is not in graphics mode, said once per reason.
+    graphics_error: Option<rustix::io::Errno>,
     facts: BootFacts,
     snapshot: Option<Snapshot>,
     events: VecDeque<Event>,
@@ -300,8 +305,15 @@ impl Screen {
                 let mut full = false;
                 if let Some(vt) = vt {
                     if !vt.is_graphics() {
-                        if let Err(e) = vt.set_graphics(true) {
-                            tracing::warn!(error = %e, "cannot put tty{} in graphics mode", args.vt);
+                        // Tried again each frame, said once: the serial console is not flooded.
+                        match vt.set_graphics(true) {
+                            Ok(()) => self.graphics_error = None,
+                            Err(e) => {
+                                if self.graphics_error != Some(e) {
+                                    tracing::warn!(error = %e, "cannot put tty{} in graphics mode", args.vt);
+                                    self.graphics_error = Some(e);
+                                }
+                            }
                         }
                         full = true;
                     }
