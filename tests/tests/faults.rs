@@ -472,6 +472,10 @@ fn full_disk(lab: &mut Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<()> {
         !moved,
         "the move from a node with /run full ({df}) went through: {said}"
     );
+    ensure!(
+        said.contains("no room"),
+        "the refused move does not say the source has no room for the images: {said}"
+    );
     let on = running_on(lab, num, &id)?;
     ensure!(
         on == [num[0]],

@@ -1319,6 +1319,18 @@ fn copy_back(rx: &mut Receiver, wd: &Workdir, owner: Option<u32>, limit: u64) ->
     })
 }
 
+/// Why a dump failed, with the free space for images when it is less than the job holds.
+fn dump_failed(error: &str, free: u64, mem_kib: u64, dir: &Path) -> String {
+    if free < mem_kib.saturating_mul(1024) {
+        format!(
+            "{error}: no room for the job's images on this node ({free} bytes free in {}, the job holds {mem_kib} KiB)",
+            dir.display()
+        )
+    } else {
+        error.to_owned()
+    }
+}
+
 /// Bytes free in the file system of `dir`.
 fn room(dir: &Path) -> u64 {
     rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
@@ -1440,7 +1452,14 @@ fn carry_job(
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(refused(e));
+            // A full disk leaves CRIU no room even for its log: say what the cause was.
+            let free = room(&peers.work);
+            return Err(MoveError::Refused(dump_failed(
+                &e.to_string(),
+                free,
+                moving.mem_kib,
+                &peers.work,
+            )));
         }
     };
     let precopied = transfer.bytes;
@@ -1738,6 +1757,20 @@ mod tests {
             closer: None,
             base: 0,
         }
+    }
+
+    #[test]
+    fn a_dump_that_failed_for_want_of_room_says_so() {
+        let dir = Path::new("/run/clump/migrate");
+        let said = dump_failed("criu dump failed", 0, 412, dir);
+        assert_eq!(
+            said,
+            "criu dump failed: no room for the job's images on this node (0 bytes free in /run/clump/migrate, the job holds 412 KiB)"
+        );
+        assert_eq!(
+            dump_failed("criu dump failed", 1 << 30, 412, dir),
+            "criu dump failed"
+        );
     }
 
     #[test]
