@@ -52,7 +52,8 @@ fn job(node: &mut Node, id: &str) -> Result<Value> {
 
 /// Mean of the numbers after `key=` on the log lines of `node` that contain `what` and `id`.
 fn mean_field(node: &mut Node, id: &str, what: &str, key: &str) -> Result<(usize, f64)> {
-    let re = Regex::new(&format!(r"{key}=(\d+)"))?;
+    // The whole key: `ms=` must not match the end of `checkpoint_age_ms=`.
+    let re = Regex::new(&format!(r"\b{key}=(\d+)"))?;
     let values: Vec<f64> = node
         .log_lines()?
         .iter()
@@ -148,7 +149,12 @@ fn one(interval: u64) -> Result<Row> {
     }
     let recovery_s = killed.elapsed().as_secs_f64();
     let (_, restore_ms) = mean_field(lab.node(0)?, &id, "restarted from its last checkpoint", "ms")?;
-    let waited = shell(lab.node(0)?, &format!("clump wait {id}; clump output {id}"))?;
+    // The job prints a line a second to its end: wait as long as it has lines, and more.
+    let waited = lab_nodes::shell(
+        lab.node(0)?,
+        &format!("clump wait {id}; clump output {id}"),
+        Duration::from_secs(lines + 120),
+    )?;
     let numbers: Vec<u64> = waited
         .lines()
         .filter_map(|l| l.trim().strip_prefix("line "))

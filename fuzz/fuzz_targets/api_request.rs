@@ -6,15 +6,17 @@
 #![no_main]
 
 use clump_api::jobs::{base64_decode, StreamInput};
-use clump_api::{read_line, read_line_max, ApiError, Event, NodeMap, Reply, Request, Speed, Stats};
+use clump_api::{read_line, read_line_max, ApiError, Event, NodeMap, Reply, Request, Speed, Stats, Versioned};
 use clump_jobs::signals;
 use libfuzzer_sys::fuzz_target;
 use std::io::BufReader;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(request) = serde_json::from_slice::<Request>(data) {
+    // What clumpd parses: the request with its version.
+    if let Ok(request) = serde_json::from_slice::<Versioned<Request>>(data) {
         let again = serde_json::to_string(&request).expect("a request encodes");
-        assert_eq!(serde_json::from_str::<Request>(&again).ok(), Some(request));
+        assert_eq!(serde_json::from_str::<Versioned<Request>>(&again).ok(), Some(request.clone()));
+        let _ = request.checked();
     }
     match serde_json::from_slice::<StreamInput>(data) {
         Ok(StreamInput::Stdin { data }) => {

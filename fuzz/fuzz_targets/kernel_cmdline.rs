@@ -7,6 +7,10 @@
 #[path = "../../init/src/cmdline.rs"]
 #[allow(dead_code)]
 mod cmdline;
+// cmdline.rs takes its default restart cap from here.
+#[path = "../../init/src/supervisor.rs"]
+#[allow(dead_code)]
+mod supervisor;
 
 use clump_clumpd::config::Options;
 use clump_clumpd::control::Control;

@@ -8,7 +8,7 @@ use crate::ready::Readiness;
 use crate::shutdown::{shutdown, Action};
 use crate::signals::{Request, Signals};
 use crate::supervisor::{Event, Supervisor};
-use crate::{clock, log, mounts, network, services};
+use crate::{clock, hide_key, log, mounts, network, services};
 use rustix::event::{poll, PollFd, PollFlags};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +56,7 @@ pub fn run(signals: Signals) -> ! {
         tracing::warn!(error = %e, "cannot route ctrl-alt-del to PID 1");
     }
     log::stage("mounts");
+    hide_key::hide();
     huge_pages_on_request();
     if failed_mounts > 0 {
         tracing::warn!(failed = failed_mounts, "some filesystems are missing");
@@ -84,7 +85,7 @@ pub fn run(signals: Signals) -> ! {
 
     // The screen starts before the NICs so the monitor shows the stages from here on; the drivers
     // that give it a framebuffer were loaded by coldplug.
-    let mut supervisor = Supervisor::default();
+    let mut supervisor = Supervisor::new(cfg.restart_max);
     let mut spawner = ProcessSpawner;
     if let Some(spec) = services::screen(&cfg, |p| std::path::Path::new(p).exists()) {
         supervisor.add(spec, clock::since_boot());

@@ -26,6 +26,9 @@ pub struct Config {
     pub boot_mac: Option<String>,
     /// A static address instead of DHCP (`clump.ip=10.0.0.7/24[,gateway]`), as given.
     pub static_ip: Option<String>,
+    /// The longest wait before PID 1 restarts a service that keeps failing
+    /// (`clump.restart_max_ms=<ms>`).
+    pub restart_max: Duration,
     /// Serial consoles named by `console=ttyS0,115200`, without the options.
     pub serial_consoles: Vec<String>,
     /// Every `clump.*` option as given, for the services that read their own.
@@ -44,6 +47,7 @@ impl Default for Config {
             boot_mac: None,
             static_ip: None,
             addr_wait: Duration::from_millis(20_000),
+            restart_max: crate::supervisor::BACKOFF_MAX,
             serial_consoles: Vec::new(),
             options: BTreeMap::new(),
         }
@@ -124,6 +128,13 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
                     "clump.addr_wait={value:?}: expected milliseconds (0-600000)"
                 )),
             },
+            // Below 50 ms a service failing at once would have PID 1 spawning it without pause.
+            "clump.restart_max_ms" => match value.parse::<u64>() {
+                Ok(ms) if (50..=3_600_000).contains(&ms) => cfg.restart_max = Duration::from_millis(ms),
+                _ => warnings.push(format!(
+                    "clump.restart_max_ms={value:?}: expected milliseconds (50-3600000)"
+                )),
+            },
             _ if SERVICE_OPTIONS.contains(&key) || key.starts_with("clump.balance.") => {}
             _ => warnings.push(format!("unknown option {key}")),
         }
@@ -185,6 +196,26 @@ mod tests {
         assert!(cfg.shell);
         assert_eq!(cfg.serial_consoles, ["ttyS0"]);
         assert_eq!(cfg.carrier_wait, Duration::from_secs(5));
+        assert_eq!(cfg.restart_max, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_restart_cap() {
+        let (cfg, w) = parse("clump.restart_max_ms=600");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(cfg.restart_max, Duration::from_millis(600));
+        for bad in [
+            "clump.restart_max_ms=10",
+            "clump.restart_max_ms=x",
+            "clump.restart_max_ms=3600001",
+        ] {
+            let (cfg, w) = parse(bad);
+            assert_eq!(cfg.restart_max, Duration::from_secs(30), "{bad}");
+            assert!(
+                w.len() == 1 && w[0].contains("clump.restart_max_ms"),
+                "{bad}: {w:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,30 +1,31 @@
-//! PID 1's log: every line goes to the serial console (stdout), tty1, /dev/kmsg and a ring buffer
-//! kept in memory and mirrored to `/run/clump/init.log` for `clump log`.
+//! PID 1's log: every line goes to the serial console (stdout), tty1, /dev/kmsg and the file
+//! `/run/clump/init.log` for `clump log` ([`crate::log_file`]: the only copy PID 1 keeps).
 //!
 //! Lines are `clump: <message> key=value ...`, the console protocol in ARCHITECTURE.md.
 
 use crate::clock;
-use std::collections::VecDeque;
+use crate::log_file::LogFile;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-const RING_LINES: usize = 2000;
-/// The mirror file is rewritten from the ring when it grows past this, so /run never fills up.
+/// The log file is cut when it would grow past this, so /run never fills up.
 const FILE_LIMIT: u64 = 512 * 1024;
+/// Lines logged before /run is mounted wait for the file here (a few stages; more are dropped).
+const EARLY_LINES: usize = 64;
 
 struct Sinks {
     tty1: Option<File>,
     kmsg: Option<File>,
-    file: Option<(PathBuf, File)>,
-    file_bytes: u64,
-    ring: VecDeque<String>,
+    file: Option<LogFile>,
+    /// Until the file is there.
+    early: Vec<String>,
 }
 
 static SINKS: OnceLock<Mutex<Sinks>> = OnceLock::new();
@@ -35,8 +36,7 @@ fn sinks() -> &'static Mutex<Sinks> {
             tty1: None,
             kmsg: None,
             file: None,
-            file_bytes: 0,
-            ring: VecDeque::new(),
+            early: Vec::new(),
         })
     })
 }
@@ -56,7 +56,7 @@ pub fn attach_devices() {
     }
 }
 
-/// Starts mirroring the ring to `path` (once /run is mounted), writing what was logged so far.
+/// Starts the log file at `path` (once /run is mounted), with what was logged so far.
 pub fn attach_file(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -64,22 +64,21 @@ pub fn attach_file(path: &Path) -> std::io::Result<()> {
     let mut s = sinks()
         .lock()
         .map_err(|_| std::io::Error::other("log lock poisoned"))?;
-    let file = rewrite(path, &s.ring)?;
-    s.file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    s.file = Some((path.to_path_buf(), file));
+    let mut file = LogFile::create(path, FILE_LIMIT)?;
+    for line in std::mem::take(&mut s.early) {
+        file.append(&line)?;
+    }
+    s.file = Some(file);
     Ok(())
 }
 
-fn rewrite(path: &Path, ring: &VecDeque<String>) -> std::io::Result<File> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)?;
-    for line in ring {
-        writeln!(file, "{line}")?;
+/// The boot is over (`stage=ready` is out): its lines stay at the top of the file for good.
+pub fn boot_done() {
+    if let Ok(mut s) = sinks().lock() {
+        if let Some(file) = s.file.as_mut() {
+            file.keep_head();
+        }
     }
-    Ok(file)
 }
 
 /// Writes one line to every sink. Never blocks on a poisoned lock and never fails: PID 1 must not
@@ -101,20 +100,14 @@ pub fn write_line(line: &str) {
         let _ = kmsg.write_all(format!("<6>{line}\n").as_bytes());
     }
     let ms = clock::since_boot_ms();
-    let stamped = format!("[{:>5}.{:03}] {line}", ms / 1000, ms % 1000);
-    if s.ring.len() == RING_LINES {
-        s.ring.pop_front();
-    }
-    s.ring.push_back(stamped.clone());
-    if let Some((path, file)) = s.file.as_mut() {
-        if s.file_bytes > FILE_LIMIT {
-            if let Ok(fresh) = rewrite(path, &s.ring) {
-                *file = fresh;
-                s.file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        } else if writeln!(file, "{stamped}").is_ok() {
-            s.file_bytes += stamped.len() as u64 + 1;
+    let stamped = format!("[{:>5}.{:03}] {line}\n", ms / 1000, ms % 1000);
+    match s.file.as_mut() {
+        // A full /run loses the line from the file only; the console has it.
+        Some(file) => {
+            let _ = file.append(&stamped);
         }
+        None if s.early.len() < EARLY_LINES => s.early.push(stamped),
+        None => {}
     }
 }
 

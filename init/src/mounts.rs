@@ -36,7 +36,8 @@ const SECURE: MountFlags = MountFlags::NOSUID
 /// In order: /dev first so /dev/kmsg works for the log.
 const TABLE: &[Mount] = &[
     m("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, c"mode=0755"),
-    m("proc", "/proc", "proc", SECURE, c""),
+    // Users and their jobs see only their own processes, not the node's (SECURITY.md, G5).
+    m("proc", "/proc", "proc", SECURE, c"hidepid=invisible"),
     m("sysfs", "/sys", "sysfs", SECURE, c""),
     m(
         "devpts",
@@ -105,7 +106,15 @@ fn mount_one(entry: &Mount) -> std::io::Result<()> {
         return Ok(());
     }
     let data = (!entry.data.is_empty()).then_some(entry.data);
-    mount(entry.source, entry.target, entry.fstype, entry.flags, data).map_err(std::io::Error::from)
+    match mount(entry.source, entry.target, entry.fstype, entry.flags, data) {
+        // An option this kernel does not know (hidepid=invisible before 5.8): mounted without
+        // options rather than not at all.
+        Err(rustix::io::Errno::INVAL) if data.is_some() => {
+            tracing::warn!(target = entry.target, options = ?entry.data, "mount options refused; mounting without them");
+            mount(entry.source, entry.target, entry.fstype, entry.flags, None).map_err(std::io::Error::from)
+        }
+        other => other.map_err(std::io::Error::from),
+    }
 }
 
 /// A directory is a mount point when its device differs from its parent's.

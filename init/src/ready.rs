@@ -89,6 +89,7 @@ impl Readiness {
             (None, None) => tracing::info!(iface = "none", "ready"),
         }
         crate::log::stage("ready");
+        crate::log::boot_done();
     }
 }
 

@@ -21,9 +21,10 @@ pub trait Spawner {
     fn terminate(&mut self, spec: &ServiceSpec, pid: i32);
 }
 
-/// The first restart comes after this; each quick failure doubles it up to [`BACKOFF_MAX`].
+/// The first restart comes after this; each quick failure doubles it up to the cap, by default
+/// [`BACKOFF_MAX`] (`clump.restart_max_ms=` sets another).
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A service that ran at least this long before exiting starts again from the shortest backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
@@ -52,10 +53,18 @@ struct Service {
 }
 
 /// The set of supervised services. Times are `Duration`s on one monotonic clock given by the caller.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Supervisor {
     services: Vec<Service>,
     stopping: bool,
+    /// The longest wait before a restart.
+    backoff_max: Duration,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor::new(BACKOFF_MAX)
+    }
 }
 
 /// What happened to a service, for the log.
@@ -116,12 +125,23 @@ impl Event {
     }
 }
 
-pub fn backoff(failures: u32) -> Duration {
+/// The wait before the restart that follows `failures` quick failures in a row, at most `max`
+/// (a cap below [`BACKOFF_MIN`] is the wait from the first failure on).
+pub fn backoff(failures: u32, max: Duration) -> Duration {
     let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
-    BACKOFF_MIN.saturating_mul(factor).min(BACKOFF_MAX)
+    BACKOFF_MIN.saturating_mul(factor).min(max)
 }
 
 impl Supervisor {
+    /// No service yet; restarts wait at most `backoff_max`.
+    pub fn new(backoff_max: Duration) -> Self {
+        Supervisor {
+            services: Vec::new(),
+            stopping: false,
+            backoff_max,
+        }
+    }
+
     pub fn add(&mut self, spec: ServiceSpec, now: Duration) {
         self.services.push(Service {
             spec,
@@ -138,6 +158,7 @@ impl Supervisor {
         if self.stopping {
             return events;
         }
+        let backoff_max = self.backoff_max;
         for svc in &mut self.services {
             let State::Waiting { at } = svc.state else {
                 continue;
@@ -154,7 +175,7 @@ impl Supervisor {
                     });
                 }
                 Err(e) => {
-                    let retry_in = backoff(svc.failures);
+                    let retry_in = backoff(svc.failures, backoff_max);
                     svc.failures += 1;
                     svc.state = State::Waiting { at: now + retry_in };
                     events.push(Event::SpawnFailed {
@@ -171,6 +192,7 @@ impl Supervisor {
     /// Records that `pid` exited. Returns the event if it was one of ours.
     pub fn exited(&mut self, pid: i32, status: &str, now: Duration) -> Option<Event> {
         let stopping = self.stopping;
+        let backoff_max = self.backoff_max;
         let svc = self
             .services
             .iter_mut()
@@ -190,7 +212,7 @@ impl Supervisor {
         if now.saturating_sub(since) >= HEALTHY_RUN {
             svc.failures = 0;
         }
-        let restart_in = backoff(svc.failures);
+        let restart_in = backoff(svc.failures, backoff_max);
         svc.failures += 1;
         svc.restarts += 1;
         svc.state = State::Waiting { at: now + restart_in };
@@ -336,10 +358,47 @@ mod tests {
 
     #[test]
     fn backoff_is_capped() {
-        assert_eq!(backoff(0), MS(250));
-        assert_eq!(backoff(3), S(2));
-        assert_eq!(backoff(10), S(30));
-        assert_eq!(backoff(u32::MAX), S(30));
+        assert_eq!(backoff(0, BACKOFF_MAX), MS(250));
+        assert_eq!(backoff(3, BACKOFF_MAX), S(2));
+        assert_eq!(backoff(10, BACKOFF_MAX), S(30));
+        assert_eq!(backoff(u32::MAX, BACKOFF_MAX), S(30));
+        assert_eq!(backoff(0, MS(600)), MS(250));
+        assert_eq!(backoff(1, MS(600)), MS(500));
+        assert_eq!(backoff(2, MS(600)), MS(600));
+        assert_eq!(backoff(u32::MAX, MS(600)), MS(600));
+        assert_eq!(
+            backoff(0, MS(100)),
+            MS(100),
+            "a cap below the first wait is the wait"
+        );
+    }
+
+    #[test]
+    fn a_crash_loop_waits_at_most_the_cap_set() {
+        let mut sup = Supervisor::new(MS(600));
+        let mut sp = Fake::default();
+        sup.add(spec("clumpd"), S(0));
+        let mut now = S(0);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let Some(Event::Started { pid, .. }) = sup.tick(now, &mut sp).pop() else {
+                panic!("not restarted at {now:?}")
+            };
+            now += MS(50);
+            let Some(Event::Exited {
+                restart_in: Some(d), ..
+            }) = sup.exited(pid, "signal:SIGKILL", now)
+            else {
+                panic!()
+            };
+            waits.push(d.as_millis());
+            assert!(
+                sup.tick(now + d - MS(1), &mut sp).is_empty(),
+                "restarted before its backoff"
+            );
+            now += d;
+        }
+        assert_eq!(waits, [250, 500, 600, 600, 600, 600]);
     }
 
     #[test]

@@ -359,6 +359,38 @@ fn scenario(lab: &mut Lab, artefacts: &Artefacts, summary: &Mutex<String>) -> Re
         "the node with another key was not refused within {} s: {slow:?}",
         FOREIGN_BOUND.as_secs()
     );
+    // The stranger's key came on its command line, which every user can read: PID 1 moved it
+    // into the root-only key file (the fingerprint check above shows clumpd has it). A user
+    // sees neither it nor the node's processes.
+    let node = lab.node(sixth)?;
+    let (_, seen) = node.shell(
+        "cat /proc/cmdline; ls -l /etc/clump/cluster.key; setpriv --reuid=1000 --regid=1000 --clear-groups sh -c 'echo self=$$; ls /proc' | tr '\\n' ' '",
+        SHELL,
+    )?;
+    ensure!(
+        !seen.contains("clump.key=") && seen.contains("console="),
+        "stranger: /proc/cmdline still shows clump.key= (or is empty):\n{seen}"
+    );
+    ensure!(
+        seen.contains("-rw-------"),
+        "stranger: the key file is not root's alone:\n{seen}"
+    );
+    let (self_pid, listed) = seen
+        .split_once("self=")
+        .and_then(|(_, after)| after.split_once(char::is_whitespace))
+        .context("no self= line")?;
+    let pids: Vec<&str> = listed
+        .split_whitespace()
+        .filter(|w| w.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    ensure!(
+        pids.contains(&self_pid) && !pids.contains(&"1") && pids.len() <= 3,
+        "stranger: a user sees processes not their own in /proc: {pids:?}\n{seen}"
+    );
+    note(
+        summary,
+        "stranger: /proc/cmdline without its key; a user sees only their own processes".into(),
+    );
     // Still not a member anywhere, once more at the end.
     for &i in &live {
         let node = lab.node(i)?;

@@ -4,8 +4,8 @@ use crate::error::ApiError;
 use crate::jobs::{ExitStatus, JobInfo, Migrated, Output, Started, StreamInput, StreamOutput};
 use crate::map::NodeMap;
 use crate::protocol::{
-    read_line_max, write_line, Event, NodeChange, NodeControl, Reply, Request, Speed, Stats, MAX_LINE,
-    MAX_REPLY_LINE,
+    read_line_max, write_line, Event, NodeChange, NodeControl, Reply, Request, Speed, Stats, Versioned,
+    MAX_LINE, MAX_REPLY_LINE,
 };
 use serde::de::DeserializeOwned;
 use std::io::{self, BufReader};
@@ -111,7 +111,7 @@ impl Client {
     /// stream waits without a timeout (events may be minutes apart) and ends when `clumpd` closes
     /// the connection.
     pub fn watch(mut self) -> Result<Watch, ApiError> {
-        write_line(&mut self.writer, &Request::Watch).map_err(|e| self.timed(e))?;
+        write_line(&mut self.writer, &Versioned::new(Request::Watch)).map_err(|e| self.timed(e))?;
         self.reader
             .get_ref()
             .set_read_timeout(None)
@@ -214,7 +214,7 @@ impl Client {
     /// Sends `run` with `attach` or `attach` and turns the connection into the job's stream,
     /// which waits without a timeout (a job may be silent for hours).
     pub fn stream(mut self, request: &Request) -> Result<JobStream, ApiError> {
-        write_line(&mut self.writer, request).map_err(|e| self.timed(e))?;
+        write_line(&mut self.writer, &Versioned::new(request)).map_err(|e| self.timed(e))?;
         let stream = self.reader.get_ref();
         stream
             .set_read_timeout(None)
@@ -224,7 +224,7 @@ impl Client {
     }
 
     fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ApiError> {
-        write_line(&mut self.writer, request).map_err(|e| self.timed(e))?;
+        write_line(&mut self.writer, &Versioned::new(request)).map_err(|e| self.timed(e))?;
         match self.read(MAX_REPLY_LINE)? {
             Some(reply) => reply.into_result(),
             None => Err(ApiError::Protocol(
@@ -411,11 +411,11 @@ mod tests {
         assert_eq!(
             server.join().unwrap(),
             [
-                r#"{"op":"nodes"}"#,
-                r#"{"op":"events","since":41}"#,
-                r#"{"op":"stats"}"#,
-                r#"{"op":"set-speed","speed":500}"#,
-                r#"{"op":"set-speed","speed":null}"#,
+                r#"{"v":1,"op":"nodes"}"#,
+                r#"{"v":1,"op":"events","since":41}"#,
+                r#"{"v":1,"op":"stats"}"#,
+                r#"{"v":1,"op":"set-speed","speed":500}"#,
+                r#"{"v":1,"op":"set-speed","speed":null}"#,
             ]
         );
     }
@@ -504,7 +504,7 @@ mod tests {
     #[test]
     fn watch_yields_events_until_the_daemon_closes() {
         let (_dir, path, server) = serve(|line| {
-            assert_eq!(line, r#"{"op":"watch"}"#);
+            assert_eq!(line, r#"{"v":1,"op":"watch"}"#);
             (1..=3)
                 .map(|s| serde_json::to_string(&Reply::Ok(event(s))).unwrap())
                 .collect()

@@ -20,5 +20,5 @@ pub use jobs::{
 pub use map::{Conflict, Dropped, Foreign, MapState, NodeEntry, NodeMap, NodeState, MAP_VERSION, NODES_FILE};
 pub use protocol::{
     read_line, read_line_max, write_line, Event, EventKind, NodeChange, NodeControl, Reply, Request, Speed,
-    Stats, StreamsRefused, MAX_LINE, MAX_REPLY_LINE,
+    Stats, StreamsRefused, Versioned, API_VERSION, MAX_LINE, MAX_REPLY_LINE,
 };

@@ -20,6 +20,44 @@ pub const MAX_LINE: usize = 65536;
 /// leaves room for a 10,000-node map several times over while still bounding a broken daemon.
 pub const MAX_REPLY_LINE: usize = 32 << 20;
 
+/// The version of this protocol. A request may carry it as `"v"`; one without is taken as
+/// version 1 (the CLI of an older image), one with another is refused with a clear error.
+pub const API_VERSION: u32 = 1;
+
+/// A request as it goes on the wire: `{"v": 1, "op": ...}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<R> {
+    #[serde(default = "first_version")]
+    pub v: u32,
+    #[serde(flatten)]
+    pub request: R,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+impl<R> Versioned<R> {
+    pub fn new(request: R) -> Self {
+        Self {
+            v: API_VERSION,
+            request,
+        }
+    }
+
+    /// The request, if its version is the one this side speaks.
+    pub fn checked(self) -> Result<R, String> {
+        if self.v == API_VERSION {
+            Ok(self.request)
+        } else {
+            Err(format!(
+                "local API version {} is not supported (this clumpd speaks version {API_VERSION})",
+                self.v
+            ))
+        }
+    }
+}
+
 /// What a client asks.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -330,6 +368,21 @@ pub fn write_line<W: Write, T: Serialize + ?Sized>(w: &mut W, value: &T) -> Resu
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_request_carries_its_version_and_another_version_is_refused_by_name() {
+        let line = serde_json::to_string(&Versioned::new(Request::Nodes)).unwrap();
+        assert_eq!(line, r#"{"v":1,"op":"nodes"}"#);
+        let old: Versioned<Request> = serde_json::from_str(r#"{"op":"stats"}"#).unwrap();
+        assert_eq!(old.checked(), Ok(Request::Stats));
+        let newer: Versioned<Request> = serde_json::from_str(r#"{"v":2,"op":"stats"}"#).unwrap();
+        let err = newer.checked().unwrap_err();
+        assert!(
+            err.contains("version 2") && err.contains("speaks version 1"),
+            "{err}"
+        );
+    }
+
     use super::*;
     use crate::map::tests::fixture;
     use serde_json::json;

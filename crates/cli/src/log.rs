@@ -3,7 +3,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-/// Where PID 1 mirrors its log ring (see ARCHITECTURE.md).
+/// Where PID 1 keeps its log (see ARCHITECTURE.md).
 pub const LOG_FILE: &str = "/run/clump/init.log";
 
 pub fn print(path: &Path, last: Option<usize>, follow: bool) -> Result<()> {
@@ -22,7 +22,7 @@ pub fn print(path: &Path, last: Option<usize>, follow: bool) -> Result<()> {
     Ok(())
 }
 
-/// Prints what is appended to `path` from `offset` on; starts over when PID 1 rewrites the file
+/// Prints what is appended to `path` from `offset` on; starts over when PID 1 cuts the file
 /// (it does when the file reaches its size limit).
 fn follow_file(path: &Path, mut offset: u64) -> Result<()> {
     let mut out = std::io::stdout();

@@ -154,7 +154,7 @@ fn nodes_prints_the_table() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), TABLE);
     assert_eq!(stderr(&out), "");
-    assert_eq!(clumpd.requests(), [r#"{"op":"nodes"}"#]);
+    assert_eq!(clumpd.requests(), [r#"{"v":1,"op":"nodes"}"#]);
 }
 
 #[test]
@@ -236,8 +236,8 @@ fn set_speed_sends_the_figure_or_null() {
     assert_eq!(
         clumpd.requests(),
         [
-            r#"{"op":"set-speed","speed":5000}"#,
-            r#"{"op":"set-speed","speed":null}"#
+            r#"{"v":1,"op":"set-speed","speed":5000}"#,
+            r#"{"v":1,"op":"set-speed","speed":null}"#
         ]
     );
     // Out of range: refused before anything is sent.
@@ -275,7 +275,10 @@ fn stats_as_a_list_and_as_json() {
     );
     let out = clump(&clumpd.socket(), &["stats", "--json"]);
     assert_eq!(serde_json::from_slice::<Stats>(&out.stdout).unwrap(), stats);
-    assert_eq!(clumpd.requests(), [r#"{"op":"stats"}"#, r#"{"op":"stats"}"#]);
+    assert_eq!(
+        clumpd.requests(),
+        [r#"{"v":1,"op":"stats"}"#, r#"{"v":1,"op":"stats"}"#]
+    );
 }
 
 #[test]
@@ -298,7 +301,10 @@ fn events_prints_the_history_after_since() {
     assert_eq!(lines, (1..=5).map(event).collect::<Vec<_>>());
     assert_eq!(
         clumpd.requests(),
-        [r#"{"op":"events","since":3}"#, r#"{"op":"events","since":0}"#]
+        [
+            r#"{"v":1,"op":"events","since":3}"#,
+            r#"{"v":1,"op":"events","since":0}"#
+        ]
     );
 }
 
@@ -323,5 +329,8 @@ fn events_follow_joins_history_and_stream_without_repeats() {
     // Two connections, served by two threads: the order they were recorded in is not the order sent.
     let mut requests = clumpd.requests();
     requests.sort();
-    assert_eq!(requests, [r#"{"op":"events","since":0}"#, r#"{"op":"watch"}"#]);
+    assert_eq!(
+        requests,
+        [r#"{"v":1,"op":"events","since":0}"#, r#"{"v":1,"op":"watch"}"#]
+    );
 }

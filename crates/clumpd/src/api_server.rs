@@ -4,7 +4,7 @@
 use clump_api::jobs::base64_decode;
 use clump_api::{
     read_line, write_line, ApiError, Event, Migrated, NodeMap, Place, Reply, Request, Speed, Started, Stats,
-    StreamInput, StreamOutput,
+    StreamInput, StreamOutput, Versioned,
 };
 use clump_jobs::{Attachment, JobError, Next, Runtime};
 use std::collections::VecDeque;
@@ -199,8 +199,14 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     while let Some(line) = read_line(&mut reader, &mut buf)? {
-        let request: Request = match serde_json::from_str(&line) {
-            Ok(r) => r,
+        let request: Request = match serde_json::from_str::<Versioned<Request>>(&line) {
+            Ok(r) => match r.checked() {
+                Ok(r) => r,
+                Err(e) => {
+                    write_line(&mut out, &Reply::<()>::Error(e))?;
+                    continue;
+                }
+            },
             Err(e) => {
                 write_line(&mut out, &Reply::<()>::Error(format!("bad request: {e}")))?;
                 continue;
@@ -330,7 +336,7 @@ fn client(stream: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
                             }
                             _ => mine,
                         };
-                        write_line(&mut out, &Reply::Ok(list))?
+                        write_line(&mut out, &Reply::Ok(hide_others_commands(uid, list)))?
                     }
                     Request::Signal { job, signal } => reply(&mut out, jobs.signal(uid, &job, &signal))?,
                     Request::Output { job } => reply(&mut out, jobs.output(uid, &job))?,
@@ -574,5 +580,36 @@ fn watch(mut out: UnixStream, hub: &Hub) -> Result<(), clump_api::ApiError> {
             seen = event.seq;
             write_line(&mut out, &Reply::Ok(&event))?;
         }
+    }
+}
+
+/// Other users' jobs are listed without their command line, which may hold what its user
+/// would not show (SECURITY.md, G11); root sees every one whole.
+fn hide_others_commands(uid: u32, mut jobs: Vec<clump_api::JobInfo>) -> Vec<clump_api::JobInfo> {
+    if uid != 0 {
+        for job in jobs.iter_mut().filter(|j| j.uid != uid) {
+            job.argv.clear();
+        }
+    }
+    jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_sees_other_users_jobs_without_their_command_line() {
+        let job = |uid: u32| clump_api::JobInfo {
+            id: format!("j{uid}"),
+            argv: vec!["secret".into()],
+            uid,
+            ..Default::default()
+        };
+        let seen = hide_others_commands(1000, vec![job(1000), job(0), job(1001)]);
+        let argv: Vec<usize> = seen.iter().map(|j| j.argv.len()).collect();
+        assert_eq!(argv, vec![1, 0, 0]);
+        let seen = hide_others_commands(0, vec![job(1000), job(1001)]);
+        assert!(seen.iter().all(|j| j.argv == ["secret"]));
     }
 }

@@ -13,7 +13,8 @@
 //! does by itself on Xen guests; correct everywhere, a little slower. It went in while restores
 //! of CPU-busy jobs failed in the lab with tasks "stopped by signal 5: Trace/breakpoint trap";
 //! those failures stopped only once the inherited pipes were no longer overwritten (see
-//! [`restore`]), so the breakpoints may not have been the cause: it stays until a lab run
+//! [`restore`]), and a later case of that symptom was a SIGCONT left pending in the reaper
+//! (see `reaper`), so the breakpoints may never have been the cause: it stays until a lab run
 //! with them shows no such failure.
 
 use std::ffi::CString;
