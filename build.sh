@@ -36,7 +36,7 @@ COMPRESSION=${CLUMP_COMPRESSION:-zstd}
 
 # Host tools per task (Debian package names).
 PKGS_IMAGE=(cpio kmod xz-utils zstd binutils jq python3 xorriso grub-pc-bin grub-efi-amd64-bin grub-common mtools)
-PKGS_TEST=(qemu-system-x86 ovmf ipxe-qemu dnsmasq-base iproute2 tmux)
+PKGS_TEST=(qemu-system-x86 ovmf ipxe-qemu dnsmasq-base iproute2 tmux nftables)
 PKGS_KERNEL=(build-essential bc bison flex libelf-dev libssl-dev rsync python3)
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 1700000000)}

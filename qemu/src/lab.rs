@@ -219,6 +219,8 @@ pub struct Lab {
     layout: LabLayout,
     config: LabConfig,
     taps: usize,
+    /// Loss set with [`Lab::set_loss`] and its counts (see `netfault.rs`).
+    faults: crate::netfault::Faults,
     _tempdir: Option<TempDir>,
 }
 
@@ -289,6 +291,7 @@ impl Lab {
             layout,
             config,
             taps: 0,
+            faults: crate::netfault::Faults::default(),
             _tempdir: tempdir,
         };
         let gateway = format!("{}/{}", subnet.gateway(), Subnet::PREFIX_LEN);
@@ -544,6 +547,20 @@ impl Lab {
             .stdin(Stdio::null())
             .output()
             .map_err(Error::io(format!("running {program} in {}", self.netns.name)))
+    }
+
+    /// The loss set per tap, and what it dropped.
+    pub(crate) fn faults(&self) -> &crate::netfault::Faults {
+        &self.faults
+    }
+
+    pub(crate) fn faults_mut(&mut self) -> &mut crate::netfault::Faults {
+        &mut self.faults
+    }
+
+    /// Runs `ip -n <netns> args` and fails if it does; returns its stdout.
+    pub(crate) fn ip_in_netns(&self, args: &[&str]) -> Result<String> {
+        self.ip(args)
     }
 
     /// Runs `ip -n <netns> args` and fails if it does.

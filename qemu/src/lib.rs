@@ -25,6 +25,7 @@ mod artefacts;
 mod error;
 mod firmware;
 mod lab;
+mod netfault;
 mod node;
 mod process;
 mod qemu_args;
@@ -40,8 +41,9 @@ pub use lab::{
     link_names, netns_names, parse_leases, DhcpLease, Lab, LabConfig, LabLayout, Subnet, BRIDGE, MIN_LEASE,
     NETNS_PREFIX,
 };
+pub use netfault::{jitter_object, loss_ruleset, parse_drop_counters, Loss, FAULT_TABLE};
 pub use node::Node;
-pub use qemu_args::{Layout, QEMU};
+pub use qemu_args::{netdev_id, Layout, QEMU};
 pub use qmp::Qmp;
 pub use shell::job_id;
 pub use spec::{

@@ -105,10 +105,10 @@ pub fn qemu_args(spec: &NodeSpec, layout: &Layout, ovmf_code: Option<&Path>) -> 
 
     for (i, nic) in spec.nics.iter().enumerate() {
         match &nic.backend {
-            NetBackend::Isolated => args.push(["-netdev", &format!("hubport,id=net{i},hubid={i}")]),
+            NetBackend::Isolated => args.push(["-netdev", &format!("hubport,id={},hubid={i}", netdev_id(i))]),
             NetBackend::Tap { ifname, .. } => args.push([
                 "-netdev",
-                &format!("tap,id=net{i},ifname={ifname},script=no,downscript=no"),
+                &format!("tap,id={},ifname={ifname},script=no,downscript=no", netdev_id(i)),
             ]),
         }
         let boot = if i == 0 && spec.medium == Medium::Pxe {
@@ -118,10 +118,20 @@ pub fn qemu_args(spec: &NodeSpec, layout: &Layout, ovmf_code: Option<&Path>) -> 
         };
         args.push([
             "-device",
-            &format!("{},netdev=net{i},mac={}{boot}", nic.model.qemu_device(), nic.mac),
+            &format!(
+                "{},netdev={},mac={}{boot}",
+                nic.model.qemu_device(),
+                netdev_id(i),
+                nic.mac
+            ),
         ]);
     }
     args.0
+}
+
+/// QEMU's id of NIC `index`'s netdev (QMP names it so, e.g. for the lab's netfilters).
+pub fn netdev_id(index: usize) -> String {
+    format!("net{index}")
 }
 
 /// A path as a QEMU option value: commas are doubled.

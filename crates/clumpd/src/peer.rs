@@ -44,6 +44,9 @@ const MAX_LISTED: usize = 10_000;
 /// How long another node's job list may take: well inside the local API client's 5 s, so a
 /// node that died but is not known dead yet leaves `clump ps` in time.
 const PS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long home waits, once a move succeeded, for the new node's guest stream (see
+/// [`Peers::wait_stream_in`]): TCP's retransmissions of a lost hello take seconds, not more.
+const STREAM_IN: Duration = Duration::from_secs(30);
 /// More concurrent peer streams than this are turned away.
 const MAX_STREAMS: usize = 64;
 
@@ -931,9 +934,55 @@ impl Peers {
         precopy: bool,
     ) -> Result<MoveStats, MoveError> {
         self.jobs.hold_controls(job);
-        let moved = self.move_job(job, (node, to), precopy);
+        let moved = self
+            .move_job(job, (node, to), precopy)
+            .and_then(|stats| self.wait_stream_in(job, node).map(|()| stats));
         self.jobs.release_controls(job);
         moved
+    }
+
+    /// Home, after the target said the job runs there: waits until that node's guest stream
+    /// is in (its route set, its entry in `guests`). The target opened the stream before it
+    /// said yes, but home may take it in later than the source's `moved` (under packet loss
+    /// a retransmitted hello came seconds after): answering `migrate` before then let the
+    /// next `migrate` find no way to the job ("not running here nor on a node this one can
+    /// reach") and let held signals and input go to the old node's dead route.
+    fn wait_stream_in(&self, job: &str, node: u32) -> Result<(), MoveError> {
+        if node == self.number {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let deadline = started + STREAM_IN;
+        loop {
+            if stream_in(&self.guests(), job, node) {
+                let waited_ms = started.elapsed().as_millis();
+                if waited_ms > 0 {
+                    // How often and how long the race is run shows in the faults e2e's logs.
+                    tracing::info!(
+                        job,
+                        node,
+                        waited_ms,
+                        "the new node's stream came in after the move's yes"
+                    );
+                }
+                return Ok(());
+            }
+            // A job that ended at the new node at once has no stream to wait for.
+            if self
+                .jobs
+                .info(job)
+                .is_none_or(|i| i.state != Some(clump_api::JobState::Running))
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MoveError::Refused(format!(
+                    "job {job} runs on node {node} now, but that node's stream to home did not come in within {} s",
+                    STREAM_IN.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn move_job(
@@ -981,6 +1030,11 @@ impl Peers {
             ))),
         }
     }
+}
+
+/// Whether home holds the guest stream of `job` from `node`.
+fn stream_in(guests: &HashMap<String, GuestLink>, job: &str, node: u32) -> bool {
+    guests.get(job).is_some_and(|g| g.node == node)
 }
 
 /// Creates `dir` for root alone (0700), or makes it so: the images staged in it are the
@@ -1265,6 +1319,18 @@ fn copy_back(rx: &mut Receiver, wd: &Workdir, owner: Option<u32>, limit: u64) ->
     })
 }
 
+/// Why a dump failed, with the free space for images when it is less than the job holds.
+fn dump_failed(error: &str, free: u64, mem_kib: u64, dir: &Path) -> String {
+    if free < mem_kib.saturating_mul(1024) {
+        format!(
+            "{error}: no room for the job's images on this node ({free} bytes free in {}, the job holds {mem_kib} KiB)",
+            dir.display()
+        )
+    } else {
+        error.to_owned()
+    }
+}
+
 /// Bytes free in the file system of `dir`.
 fn room(dir: &Path) -> u64 {
     rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
@@ -1386,7 +1452,14 @@ fn carry_job(
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(refused(e));
+            // A full disk leaves CRIU no room even for its log: say what the cause was.
+            let free = room(&peers.work);
+            return Err(MoveError::Refused(dump_failed(
+                &e.to_string(),
+                free,
+                moving.mem_kib,
+                &peers.work,
+            )));
         }
     };
     let precopied = transfer.bytes;
@@ -1675,6 +1748,43 @@ impl Guest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(node: u32) -> GuestLink {
+        GuestLink {
+            node,
+            down: mpsc::channel().0,
+            waiter: None,
+            closer: None,
+            base: 0,
+        }
+    }
+
+    #[test]
+    fn a_dump_that_failed_for_want_of_room_says_so() {
+        let dir = Path::new("/run/clump/migrate");
+        let said = dump_failed("criu dump failed", 0, 412, dir);
+        assert_eq!(
+            said,
+            "criu dump failed: no room for the job's images on this node (0 bytes free in /run/clump/migrate, the job holds 412 KiB)"
+        );
+        assert_eq!(
+            dump_failed("criu dump failed", 1 << 30, 412, dir),
+            "criu dump failed"
+        );
+    }
+
+    #[test]
+    fn a_move_is_in_only_once_the_new_node_s_stream_is() {
+        let mut guests = HashMap::new();
+        // The old node's entry, still there or gone after its `moved`: not yet.
+        assert!(!stream_in(&guests, "0a1b2c3d", 3));
+        guests.insert("0a1b2c3d".to_owned(), link(2));
+        assert!(!stream_in(&guests, "0a1b2c3d", 3));
+        // The new node's stream came in (it replaces the old entry).
+        guests.insert("0a1b2c3d".to_owned(), link(3));
+        assert!(stream_in(&guests, "0a1b2c3d", 3));
+        assert!(!stream_in(&guests, "ffffffff", 3));
+    }
 
     #[test]
     fn only_plain_image_names_and_job_ids_pass() {

@@ -1,12 +1,12 @@
 //! `clump-work`: jobs whose result can be checked after they moved.
 //!
-//! - `mem --mib N --seconds S`: holds N MiB, every page written with a pattern derived from its
-//!   index and a per-page version; keeps changing pages (a version bump rewrites a page) at
-//!   `--dirty-per-s` pages a second, prints a line each second, and at the end checks every page
-//!   against its version: `memory ok` or `memory corrupt at page P`. A migration that lost or
-//!   mixed pages shows here. SIGTERM ends the S seconds early (the check still runs), so a test
-//!   need not guess how long its moves take. `--ramp-s R` fills the memory evenly over R
-//!   seconds: a job that grows, for memory-pressure tests.
+//! - `mem --mib N --seconds S` (or `--kib N`): holds N MiB (KiB), every page written with a
+//!   pattern derived from its index and a per-page version; keeps changing pages (a version bump
+//!   rewrites a page) at `--dirty-per-s` pages a second, prints a line each second, and at the
+//!   end checks every page against its version: `memory ok` or `memory corrupt at page P`. A
+//!   migration that lost or mixed pages shows here. SIGTERM ends the S seconds early (the check
+//!   still runs), so a test need not guess how long its moves take. `--ramp-s R` fills the
+//!   memory evenly over R seconds: a job that grows, for memory-pressure tests.
 //! - `cpu --units N`: N units of a fixed integer workload, printing progress; exits 0.
 
 use anyhow::{bail, Result};
@@ -27,8 +27,11 @@ struct Cli {
 enum What {
     /// Hold and keep changing memory; check it at the end.
     Mem {
-        #[arg(long)]
-        mib: usize,
+        #[arg(long, required_unless_present = "kib")]
+        mib: Option<usize>,
+        /// Hold this many KiB instead (a small job, quick to move over a slow link).
+        #[arg(long, conflicts_with = "mib")]
+        kib: Option<usize>,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
         /// Pages rewritten each second.
@@ -68,10 +71,21 @@ fn first_bad(mem: &[u8], versions: &[u32]) -> Option<usize> {
     })
 }
 
-fn mem(mib: usize, seconds: u64, dirty_per_s: usize, ramp_s: u64) -> Result<()> {
-    let pages = mib * 1024 * 1024 / PAGE;
+/// The size held, in KiB, and how it is printed ("256 MiB", "64 KiB").
+fn size(mib: Option<usize>, kib: Option<usize>) -> (usize, String) {
+    match (mib, kib) {
+        (_, Some(kib)) => (kib, format!("{kib} KiB")),
+        (mib, None) => {
+            let mib = mib.unwrap_or(0);
+            (mib.saturating_mul(1024), format!("{mib} MiB"))
+        }
+    }
+}
+
+fn mem(kib: usize, shown: &str, seconds: u64, dirty_per_s: usize, ramp_s: u64) -> Result<()> {
+    let pages = kib.saturating_mul(1024) / PAGE;
     if pages == 0 {
-        bail!("--mib must be at least 1");
+        bail!("hold at least one page (--mib 1 or --kib 4)");
     }
     let mut mem = vec![0u8; pages * PAGE];
     let mut versions = vec![0u32; pages];
@@ -88,7 +102,7 @@ fn mem(mib: usize, seconds: u64, dirty_per_s: usize, ramp_s: u64) -> Result<()> 
         }
     }
     let mut out = std::io::stdout();
-    writeln!(out, "ready {mib} MiB")?;
+    writeln!(out, "ready {shown}")?;
     out.flush()?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -111,7 +125,7 @@ fn mem(mib: usize, seconds: u64, dirty_per_s: usize, ramp_s: u64) -> Result<()> 
         }
     }
     match first_bad(&mem, &versions) {
-        None => writeln!(out, "memory ok: {mib} MiB, {pages} pages")?,
+        None => writeln!(out, "memory ok: {shown}, {pages} pages")?,
         Some(p) => {
             writeln!(out, "memory corrupt at page {p}")?;
             std::process::exit(1);
@@ -137,10 +151,14 @@ fn main() -> Result<()> {
     match Cli::parse().what {
         What::Mem {
             mib,
+            kib,
             seconds,
             dirty_per_s,
             ramp_s,
-        } => mem(mib, seconds, dirty_per_s, ramp_s),
+        } => {
+            let (kib, shown) = size(mib, kib);
+            mem(kib, &shown, seconds, dirty_per_s, ramp_s)
+        }
         What::Cpu { units } => cpu(units),
     }
 }
@@ -148,6 +166,15 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_size_is_given_in_mib_or_kib_and_printed_as_given() {
+        assert_eq!(size(Some(256), None), (256 * 1024, "256 MiB".to_owned()));
+        assert_eq!(size(None, Some(64)), (64, "64 KiB".to_owned()));
+        assert!(Cli::try_parse_from(["clump-work", "mem", "--kib", "64"]).is_ok());
+        assert!(Cli::try_parse_from(["clump-work", "mem"]).is_err());
+        assert!(Cli::try_parse_from(["clump-work", "mem", "--mib", "1", "--kib", "64"]).is_err());
+    }
 
     #[test]
     fn a_stale_or_foreign_page_is_caught() {
