@@ -1331,9 +1331,34 @@ fn dump_failed(error: &str, free: u64, mem_kib: u64, dir: &Path) -> String {
     }
 }
 
-/// Bytes free in the file system of `dir`.
+/// RAM a node keeps for itself when images are staged in RAM.
+const STAGING_RAM_RESERVE: u64 = 64 << 20;
+
+/// Bytes that images may take in `dir`: what its file system has free, and on a RAM-backed
+/// one (tmpfs: every node's /run) no more than the RAM available less a reserve. A tmpfs may
+/// say it has room that the node's memory has not (its size is a cap, not a reservation):
+/// staging there under RAM pressure would push the node into the OOM killer mid-move instead
+/// of refusing the move.
 fn room(dir: &Path) -> u64 {
-    rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
+    let Ok(fs) = rustix::fs::statfs(dir) else {
+        return 0;
+    };
+    let free = rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize));
+    // TMPFS_MAGIC, RAMFS_MAGIC
+    let in_ram = matches!(fs.f_type as u64, 0x0102_1994 | 0x8584_58f6);
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| crate::sample::parse_meminfo(&t).ok())
+        .map(|m| m.available_kib.saturating_mul(1024));
+    staging_room(free, in_ram, available)
+}
+
+fn staging_room(fs_free: u64, in_ram: bool, ram_available: Option<u64>) -> u64 {
+    match (in_ram, ram_available) {
+        (true, Some(ram)) => fs_free.min(ram.saturating_sub(STAGING_RAM_RESERVE)),
+        // Memory unknown: the file system's figure, as before.
+        _ => fs_free,
+    }
 }
 
 /// Empties the page contents of a round the target has: the next round reads only the
@@ -1747,6 +1772,19 @@ impl Guest {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn images_staged_in_ram_never_take_the_nodes_last_memory() {
+        const MIB: u64 = 1 << 20;
+        // A half-RAM tmpfs with 500 MiB free on a node with 200 MiB available: 136 MiB.
+        assert_eq!(staging_room(500 * MIB, true, Some(200 * MIB)), 136 * MIB);
+        assert_eq!(staging_room(500 * MIB, true, Some(32 * MIB)), 0);
+        assert_eq!(staging_room(100 * MIB, true, Some(2048 * MIB)), 100 * MIB);
+        // A disk, or memory unknown: the file system's figure.
+        assert_eq!(staging_room(500 * MIB, false, Some(32 * MIB)), 500 * MIB);
+        assert_eq!(staging_room(500 * MIB, true, None), 500 * MIB);
+    }
+
     use super::*;
 
     fn link(node: u32) -> GuestLink {
