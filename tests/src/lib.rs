@@ -120,6 +120,19 @@ pub fn add_node(lab: &mut Lab, name: &str, boot: Boot, nics: &[NicModel]) -> Res
     Ok(index)
 }
 
+/// The address and node number (the host part of the address, as `clump nodes` numbers nodes)
+/// of each of the lab's first `n` nodes, from their `clump: ready` lines.
+pub fn ready_addrs(lab: &mut Lab, n: usize) -> Result<(Vec<Ipv4Addr>, Vec<u64>)> {
+    let mut addrs = Vec::new();
+    let mut numbers = Vec::new();
+    for i in 0..n {
+        let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
+        addrs.push(ready.addr);
+        numbers.push(u64::from(u32::from(ready.addr) & (u32::MAX >> ready.prefix_len)));
+    }
+    Ok((addrs, numbers))
+}
+
 /// What a `clump: ready` line says about the address in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {

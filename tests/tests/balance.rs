@@ -18,7 +18,7 @@
 //! The serial logs stay in `target/e2e/balance/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{console_json, parse_ready, sh, start_lab, wait_until, READY_FROM_KERNEL};
+use clump_e2e::{console_json, sh, start_lab, wait_until};
 use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -93,17 +93,7 @@ fn jobs_spread_by_speed_and_load_stay_still_when_balanced_and_leave_short_memory
         }
         lab.start_node(spec)?;
     }
-    let mut addrs = Vec::new();
-    let mut prefix = 24;
-    for i in 0..3 {
-        let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
-        prefix = ready.prefix_len;
-        addrs.push(ready.addr);
-    }
-    let num: Vec<u64> = addrs
-        .iter()
-        .map(|a: &Ipv4Addr| u64::from(u32::from(*a) & (u32::MAX >> prefix)))
-        .collect();
+    let (addrs, num) = clump_e2e::ready_addrs(&mut lab, 3)?;
     wait_until(
         "every node lists the other two alive",
         Duration::from_secs(90),

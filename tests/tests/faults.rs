@@ -26,7 +26,7 @@
 //! logs stay in `target/e2e/faults/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{console_json, parse_ready, sh, start_lab, wait_until, READY_FROM_KERNEL, SHELL};
+use clump_e2e::{console_json, sh, start_lab, wait_until, SHELL};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, Loss, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -186,17 +186,7 @@ fn jobs_survive_loss_jitter_a_partition_and_a_full_disk() -> Result<()> {
             .cmdline("clump.balance=off clump.checkpoint=off");
         lab.start_node(spec)?;
     }
-    let mut addrs: Vec<Ipv4Addr> = Vec::new();
-    let mut prefix = 24;
-    for i in 0..3 {
-        let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
-        prefix = ready.prefix_len;
-        addrs.push(ready.addr);
-    }
-    let num: Vec<u64> = addrs
-        .iter()
-        .map(|a| u64::from(u32::from(*a) & (u32::MAX >> prefix)))
-        .collect();
+    let (addrs, num) = clump_e2e::ready_addrs(&mut lab, 3)?;
     wait_until(
         "every node lists the other two alive",
         Duration::from_secs(120),

@@ -14,10 +14,9 @@
 //! The serial logs stay in `target/e2e/recovery/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{console_json, parse_ready, sh, start_lab, wait_until, READY_FROM_KERNEL};
+use clump_e2e::{console_json, sh, start_lab, wait_until};
 use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 /// A job printing `line 0` .. `line N-1`, one a second, then the sum of 0..N it kept in memory.
@@ -64,17 +63,7 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
             .cmdline("clump.balance=off clump.checkpoint=10");
         lab.start_node(spec)?;
     }
-    let mut addrs: Vec<Ipv4Addr> = Vec::new();
-    let mut prefix = 24;
-    for i in 0..3 {
-        let ready = parse_ready(&lab.node(i)?.wait_for_line(r"clump: ready\b", READY_FROM_KERNEL)?)?;
-        prefix = ready.prefix_len;
-        addrs.push(ready.addr);
-    }
-    let num: Vec<u64> = addrs
-        .iter()
-        .map(|a| u64::from(u32::from(*a) & (u32::MAX >> prefix)))
-        .collect();
+    let (addrs, num) = clump_e2e::ready_addrs(&mut lab, 3)?;
     wait_until(
         "node 1 lists the other two alive",
         Duration::from_secs(90),
