@@ -55,7 +55,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             port: 7171,
-            records_every: Duration::from_millis(500),
+            records_every: Duration::from_millis(750),
             hello_every: Duration::from_secs(5),
             presence_every: Duration::from_secs(15),
             record_cap: 1024,

@@ -18,7 +18,7 @@ pub const FLAG_BLOCKED: u8 = 2;
 /// window ending); shown as leaving, but it stays a member.
 pub const FLAG_DRAINING: u8 = 4;
 
-/// A node's self-description, re-published every 500 ms. A higher `seq` from the same `id`
+/// A node's self-description, re-published every 750 ms. A higher `seq` from the same `id`
 /// replaces the older record everywhere.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
