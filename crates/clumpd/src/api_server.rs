@@ -527,6 +527,7 @@ fn job_stream(
                             break;
                         }
                         Next::Closed => break,
+                        Next::Idle => Ok(()),
                     };
                     if line.is_err() {
                         break;

@@ -49,6 +49,11 @@ const PS_TIMEOUT: Duration = Duration::from_secs(3);
 const STREAM_IN: Duration = Duration::from_secs(30);
 /// More concurrent peer streams than this are turned away.
 const MAX_STREAMS: usize = 64;
+/// A guest's stream silent this long (its heartbeat comes every second) is taken as gone once
+/// the gossip says its node is dead; one that still speaks is kept. Under loss and jitter the
+/// gossip has declared live nodes dead for seconds: ending their streams made home restart a
+/// job from its checkpoint while it still ran.
+const STREAM_SILENT: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -295,6 +300,10 @@ struct GuestLink {
     waiter: Option<mpsc::Sender<Result<MoveStats, String>>>,
     /// Ends the stream when the guest's node is known dead.
     closer: Option<clump_link::Closer>,
+    /// When home last heard from the guest on the stream (`mono_ms`).
+    heard: Arc<AtomicU64>,
+    /// The node is dead in the map but the stream speaks: said once.
+    kept: bool,
     /// Home's output offset that the guest's offset 0 stands for.
     base: u64,
 }
@@ -657,14 +666,7 @@ impl Peers {
     /// Home: ends the streams of jobs whose node `dead` says is gone (a node that lost power
     /// never closes its end): those jobs are lost, and `clump run` says so.
     pub fn drop_dead_guests(&self, dead: impl Fn(u32) -> bool) {
-        for (job, g) in self.guests().iter() {
-            if dead(g.node) {
-                if let Some(c) = &g.closer {
-                    tracing::warn!(job, node = g.node, "the job's node is dead: its stream ends");
-                    c.close();
-                }
-            }
-        }
+        end_dead_streams(&mut self.guests(), dead, mono_ms());
     }
 
     /// Target: receives the rounds of images and restores the job; for a job of another home,
@@ -753,6 +755,7 @@ impl Peers {
         let base = self.jobs.output_resume_point(&job);
         let (mut tx, mut rx) = link.split();
         let closer = tx.closer().ok();
+        let heard = Arc::new(AtomicU64::new(mono_ms()));
         let (down_tx, down_rx) = mpsc::channel::<Down>();
         let writer = std::thread::Builder::new()
             .name("guest-down".into())
@@ -791,6 +794,8 @@ impl Peers {
                     down: down_tx.clone(),
                     waiter,
                     closer,
+                    heard: heard.clone(),
+                    kept: false,
                     base,
                 },
             );
@@ -805,6 +810,7 @@ impl Peers {
                     break;
                 }
             };
+            heard.store(mono_ms(), Ordering::Relaxed);
             match msg {
                 Up::Output { stream, data } => match base64_decode(&data) {
                     Some(bytes) => self.jobs.remote_output(&job, stream, &bytes),
@@ -1033,6 +1039,43 @@ impl Peers {
 }
 
 /// Whether home holds the guest stream of `job` from `node`.
+/// Ends the streams of guests on nodes that `dead` names and that have been silent for
+/// [`STREAM_SILENT`] by `now` (ms); gives their jobs.
+fn end_dead_streams(
+    guests: &mut HashMap<String, GuestLink>,
+    dead: impl Fn(u32) -> bool,
+    now: u64,
+) -> Vec<String> {
+    let mut ended = Vec::new();
+    for (job, g) in guests.iter_mut() {
+        if !dead(g.node) {
+            g.kept = false;
+            continue;
+        }
+        let silent = Duration::from_millis(now.saturating_sub(g.heard.load(Ordering::Relaxed)));
+        if silent < STREAM_SILENT {
+            if !std::mem::replace(&mut g.kept, true) {
+                tracing::warn!(
+                    job,
+                    node = g.node,
+                    "the job's node is dead in the map but its stream still speaks: kept"
+                );
+            }
+            continue;
+        }
+        tracing::warn!(job, node = g.node, "the job's node is dead: its stream ends");
+        if let Some(c) = &g.closer {
+            c.close();
+        }
+        ended.push(job.clone());
+    }
+    ended
+}
+
+fn mono_ms() -> u64 {
+    u64::try_from(crate::daemon::mono().as_millis()).unwrap_or(u64::MAX)
+}
+
 fn stream_in(guests: &HashMap<String, GuestLink>, job: &str, node: u32) -> bool {
     guests.get(job).is_some_and(|g| g.node == node)
 }
@@ -1657,8 +1700,11 @@ impl Guest {
                             return;
                         }
                         Next::Closed => return,
+                        Next::Idle => {}
                     }
-                    if last_usage.elapsed() > Duration::from_secs(1) {
+                    // Also the stream's heartbeat: home tells a live stream from a node that
+                    // the gossip wrongly declared dead by it (see `drop_dead_guests`).
+                    if last_usage.elapsed() >= clump_jobs::runtime::IDLE_AFTER {
                         last_usage = Instant::now();
                         if let Some(i) = jobs.info(attachment.job()) {
                             let _ = Guest::send(
@@ -1793,6 +1839,8 @@ mod tests {
             down: mpsc::channel().0,
             waiter: None,
             closer: None,
+            heard: Arc::new(AtomicU64::new(mono_ms())),
+            kept: false,
             base: 0,
         }
     }
@@ -1822,6 +1870,27 @@ mod tests {
         guests.insert("0a1b2c3d".to_owned(), link(3));
         assert!(stream_in(&guests, "0a1b2c3d", 3));
         assert!(!stream_in(&guests, "ffffffff", 3));
+    }
+
+    #[test]
+    fn a_dead_node_s_stream_ends_only_once_it_is_silent() {
+        let mut guests = HashMap::new();
+        let (on_2, on_3) = (link(2), link(3));
+        on_2.heard.store(10_000, Ordering::Relaxed);
+        on_3.heard.store(10_000, Ordering::Relaxed);
+        guests.insert("0a1b2c3d".to_owned(), on_2);
+        guests.insert("4e5f6a7b".to_owned(), on_3);
+        let dead_2 = |n: u32| n == 2;
+        // Node 2 declared dead while its stream spoke a second ago: a false death, kept.
+        assert!(end_dead_streams(&mut guests, dead_2, 11_000).is_empty());
+        assert!(guests["0a1b2c3d"].kept);
+        // Silent past the bound: gone; node 3's silent stream stays, its node is alive.
+        let ended = end_dead_streams(&mut guests, dead_2, 10_000 + 5_000);
+        assert_eq!(ended, ["0a1b2c3d"]);
+        // A stream heard again after its node came back is kept; back alive clears the flag.
+        guests["0a1b2c3d"].heard.store(20_000, Ordering::Relaxed);
+        assert!(end_dead_streams(&mut guests, |_| false, 20_500).is_empty());
+        assert!(!guests["0a1b2c3d"].kept);
     }
 
     #[test]

@@ -134,7 +134,12 @@ pub enum Next {
     Exit(ExitStatus),
     /// The client went away, or the job was forgotten.
     Closed,
+    /// Nothing for [`IDLE_AFTER`]: a relay may say it is still there.
+    Idle,
 }
+
+/// How long [`Attachment::next`] waits for output before it returns [`Next::Idle`].
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -721,8 +726,9 @@ impl Attachment {
     }
 
     /// The next output, or the exit once everything was handed out; waits for either, checking
-    /// `closed` (the client went away) twice a second.
+    /// `closed` (the client went away) twice a second, and for [`IDLE_AFTER`] at most.
     pub fn next(&mut self, closed: &AtomicBool) -> Next {
+        let idle_at = Instant::now() + IDLE_AFTER;
         let mut st = self.runtime.lock();
         loop {
             let Some(j) = st.table.get_mut(&self.job) else {
@@ -743,10 +749,14 @@ impl Attachment {
             if closed.load(Ordering::Relaxed) {
                 return Next::Closed;
             }
+            let left = idle_at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Next::Idle;
+            }
             st = self
                 .runtime
                 .changed
-                .wait_timeout(st, Duration::from_millis(500))
+                .wait_timeout(st, left.min(Duration::from_millis(500)))
                 .map_or_else(|p| p.into_inner().0, |(g, _)| g);
         }
     }
