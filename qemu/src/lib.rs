@@ -41,7 +41,9 @@ pub use lab::{
     link_names, netns_names, parse_leases, DhcpLease, Lab, LabConfig, LabLayout, Subnet, BRIDGE, MIN_LEASE,
     NETNS_PREFIX,
 };
-pub use netfault::{jitter_object, loss_ruleset, parse_drop_counters, Loss, FAULT_TABLE};
+pub use netfault::{
+    jitter_object, loss_ruleset, parse_drop_counters, udp_block_ruleset, Loss, BLOCK_TABLE, FAULT_TABLE,
+};
 pub use node::Node;
 pub use qemu_args::{netdev_id, Layout, QEMU};
 pub use qmp::Qmp;

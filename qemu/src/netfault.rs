@@ -18,6 +18,10 @@
 //! - **Partition** ([`Lab::partition`], [`Lab::heal`]): the node's taps leave the bridge (`ip link
 //!   set tapN nomaster`) and come back. The guest keeps its carrier (as behind a switch whose
 //!   uplink broke) and sees no frame of the others meanwhile; nothing in it restarts.
+//! - **Blocked UDP port** ([`Lab::block_udp`], [`Lab::unblock_udp`]): nftables rules in the
+//!   lab's namespace drop the UDP datagrams to one port that the node sends or is sent, and
+//!   nothing else: with the cluster's gossip port, every other node declares the node dead while
+//!   its TCP streams (jobs, moves) go on, as a gossip that misjudges a live node would.
 //!
 //! Every command runs inside the lab's namespace only: the host's own network is never touched.
 
@@ -34,6 +38,8 @@ use crate::spec::NetBackend;
 
 /// The nftables table the lab's loss rules live in (family `bridge`, in the lab's namespace).
 pub const FAULT_TABLE: &str = "clump_faults";
+/// The nftables table of [`Lab::block_udp`] (family `bridge`, in the lab's namespace).
+pub const BLOCK_TABLE: &str = "clump_blocks";
 /// Loss is set in hundredths of a percent (`numgen random mod 10000`).
 const LOSS_SCALE: u32 = 10_000;
 /// `filter-buffer` objects the lab adds are named `<prefix><netdev id>`.
@@ -99,6 +105,25 @@ pub fn loss_ruleset(losses: &BTreeMap<String, Loss>) -> String {
         ));
     }
     text.push_str("  }\n}\n");
+    text
+}
+
+/// The rules that drop UDP datagrams to `port` sent from or to `taps`, as one `nft -f`
+/// transaction that replaces the table; no taps leave no table behind.
+pub fn udp_block_ruleset(taps: &[String], port: u16) -> String {
+    let mut text = format!("table bridge {BLOCK_TABLE}\ndelete table bridge {BLOCK_TABLE}\n");
+    if taps.is_empty() {
+        return text;
+    }
+    let (mut from, mut to) = (String::new(), String::new());
+    for tap in taps {
+        from.push_str(&format!("    iifname \"{tap}\" udp dport {port} counter drop\n"));
+        // A broadcast is flooded to each port through `forward`, once per port.
+        to.push_str(&format!("    oifname \"{tap}\" udp dport {port} counter drop\n"));
+    }
+    text.push_str(&format!(
+        "table bridge {BLOCK_TABLE} {{\n  chain from_node {{\n    type filter hook prerouting priority -300; policy accept;\n{from}  }}\n  chain to_node {{\n    type filter hook forward priority -300; policy accept;\n{to}  }}\n}}\n"
+    ));
     text
 }
 
@@ -211,6 +236,22 @@ impl Lab {
             self.ip_in_netns(&["link", "set", &tap, "up"])?;
         }
         tracing::info!(node = index, "partition healed");
+        Ok(())
+    }
+
+    /// Drops every UDP datagram to `port` that node `index` sends or is sent (one node at a
+    /// time); [`Lab::unblock_udp`] ends it.
+    pub fn block_udp(&mut self, index: usize, port: u16) -> Result<()> {
+        let taps = taps(self.node(index)?);
+        self.nft(&["-f", "-"], Some(&udp_block_ruleset(&taps, port)))?;
+        tracing::info!(node = index, port, "UDP port blocked");
+        Ok(())
+    }
+
+    /// Ends [`Lab::block_udp`].
+    pub fn unblock_udp(&mut self) -> Result<()> {
+        self.nft(&["-f", "-"], Some(&udp_block_ruleset(&[], 0)))?;
+        tracing::info!("UDP port unblocked");
         Ok(())
     }
 
@@ -327,6 +368,19 @@ mod tests {
         assert_eq!(
             none,
             "table bridge clump_faults\ndelete table bridge clump_faults\n"
+        );
+    }
+
+    #[test]
+    fn a_udp_block_drops_one_port_both_ways_and_goes_away_whole() {
+        let text = udp_block_ruleset(&["tap1".to_owned()], 7171);
+        assert!(text.starts_with("table bridge clump_blocks\ndelete table bridge clump_blocks\n"));
+        assert!(text.contains("hook prerouting") && text.contains("hook forward"));
+        assert!(text.contains("iifname \"tap1\" udp dport 7171 counter drop"));
+        assert!(text.contains("oifname \"tap1\" udp dport 7171 counter drop"));
+        assert_eq!(
+            udp_block_ruleset(&[], 7171),
+            "table bridge clump_blocks\ndelete table bridge clump_blocks\n"
         );
     }
 
