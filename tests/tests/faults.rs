@@ -26,7 +26,7 @@
 //! logs stay in `target/e2e/faults/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{console_json, sh, start_lab, wait_until, SHELL};
+use clump_e2e::{cluster_ps, node_map, running_on, sh, start_lab, state_of, wait_until, SHELL};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, Loss, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -47,53 +47,6 @@ const PARTITION: Duration = Duration::from_secs(30);
 /// 64 KiB: under 5 % loss and 0-100 ms of delay each way a stream carries about 60 KB/s, and a
 /// job of 1 MiB (1.3 MiB of images) took 10-30 s a move.
 const JOB: &str = "clump-work mem --kib 64 --seconds 3600 --dirty-per-s 4";
-
-/// The cluster's jobs as `node` gathers them.
-fn cluster_ps(node: &mut Node) -> Result<Vec<Value>> {
-    match console_json(&sh(node, "clump ps --json")?, '[', ']')? {
-        Value::Array(a) => Ok(a),
-        other => bail!("`clump ps --json` is not a list: {other}"),
-    }
-}
-
-/// The jobs `node` itself holds (its own and its guests).
-fn local_ps(node: &mut Node) -> Result<Vec<Value>> {
-    match console_json(&sh(node, "clump ps --local --json")?, '[', ']')? {
-        Value::Array(a) => Ok(a),
-        other => bail!("`clump ps --local --json` is not a list: {other}"),
-    }
-}
-
-/// `clump nodes --json` of `node`.
-fn map(node: &mut Node) -> Result<Value> {
-    console_json(&sh(node, "clump nodes --json")?, '{', '}')
-}
-
-/// The state node `number` has in `map` ("alive", "suspect", "dead", ...).
-fn state_of(map: &Value, number: u64) -> Option<String> {
-    map["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["number"] == number)
-        .and_then(|n| n["state"].as_str())
-        .map(str::to_owned)
-}
-
-/// The node numbers where job `id` runs, from every node's own list: exactly one when all is
-/// well (a stopped copy left behind, or a restored copy beside a resumed one, shows as two).
-fn running_on(lab: &mut Lab, num: &[u64], id: &str) -> Result<Vec<u64>> {
-    let mut on = Vec::new();
-    for (i, n) in num.iter().enumerate() {
-        let jobs = local_ps(lab.node(i)?)?;
-        if jobs
-            .iter()
-            .any(|j| j["id"] == id && j["node"] == *n && j["state"] == "running")
-        {
-            on.push(*n);
-        }
-    }
-    Ok(on)
-}
 
 /// Checks in the guest that `clump output ID` at `node` is `tick 1` .. `tick N` once each and in
 /// order (the console may interleave clumpd's log lines with what is printed, so the check runs
@@ -313,7 +266,7 @@ fn loss_and_jitter(lab: &mut Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<()>
                 wait_until(
                     &format!("home's map shows node {} alive again", num[to]),
                     Duration::from_secs(120),
-                    || Ok(state_of(&map(lab.node(0)?)?, num[to]).as_deref() == Some("alive")),
+                    || Ok(state_of(&node_map(lab.node(0)?)?, num[to]).as_deref() == Some("alive")),
                 )?;
                 waited_for_map += since.elapsed();
             } else {
@@ -377,7 +330,7 @@ fn loss_and_jitter(lab: &mut Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<()>
 fn partition(lab: &mut Lab, num: &[u64]) -> Result<()> {
     let cut = 2;
     let pid_before = sh(lab.node(cut)?, "pidof clumpd")?.trim().to_owned();
-    let id_before = map(lab.node(cut)?)?["this"].clone();
+    let id_before = node_map(lab.node(cut)?)?["this"].clone();
     ensure!(id_before.is_string(), "node 3 has no node id");
     lab.partition(cut)?;
     let cut_at = Instant::now();
@@ -386,7 +339,7 @@ fn partition(lab: &mut Lab, num: &[u64]) -> Result<()> {
         if seen.is_none() {
             let mut all = true;
             for i in 0..2 {
-                let state = state_of(&map(lab.node(i)?)?, num[cut]).unwrap_or_default();
+                let state = state_of(&node_map(lab.node(i)?)?, num[cut]).unwrap_or_default();
                 all &= state == "suspect" || state == "dead";
             }
             if all {
@@ -402,7 +355,7 @@ fn partition(lab: &mut Lab, num: &[u64]) -> Result<()> {
         )
     })?;
     let states: Vec<String> = (0..2)
-        .map(|i| Ok(state_of(&map(lab.node(i)?)?, num[cut]).unwrap_or_default()))
+        .map(|i| Ok(state_of(&node_map(lab.node(i)?)?, num[cut]).unwrap_or_default()))
         .collect::<Result<_>>()?;
     lab.heal(cut)?;
     ensure!(lab.attached(cut)?, "node 3's tap is not on the bridge again");
@@ -412,7 +365,7 @@ fn partition(lab: &mut Lab, num: &[u64]) -> Result<()> {
         Duration::from_secs(180),
         || {
             for i in 0..3 {
-                let m = map(lab.node(i)?)?;
+                let m = node_map(lab.node(i)?)?;
                 for (k, n) in num.iter().enumerate() {
                     if k != i && state_of(&m, *n).as_deref() != Some("alive") {
                         return Ok(false);
@@ -424,7 +377,7 @@ fn partition(lab: &mut Lab, num: &[u64]) -> Result<()> {
     )?;
     let heal_s = healed_at.elapsed().as_secs_f64();
     let pid_after = sh(lab.node(cut)?, "pidof clumpd")?.trim().to_owned();
-    let id_after = map(lab.node(cut)?)?["this"].clone();
+    let id_after = node_map(lab.node(cut)?)?["this"].clone();
     ensure!(
         pid_after == pid_before && id_after == id_before,
         "node 3's clumpd changed across the partition: pid {pid_before} -> {pid_after}, id {id_before} -> {id_after}"
@@ -523,14 +476,4 @@ fn full_disk(lab: &mut Lab, addrs: &[Ipv4Addr], num: &[u64]) -> Result<()> {
         took.as_secs_f64()
     );
     Ok(())
-}
-
-#[test]
-fn node_states_are_read_from_the_map() {
-    let m: Value = serde_json::from_str(
-        r#"{"this": "ab", "nodes": [{"number": 101, "state": "self"}, {"number": 102, "state": "suspect"}]}"#,
-    )
-    .unwrap();
-    assert_eq!(state_of(&m, 102).as_deref(), Some("suspect"));
-    assert_eq!(state_of(&m, 103), None);
 }
