@@ -86,11 +86,17 @@ impl std::fmt::Display for Loss {
     }
 }
 
+/// The start of an `nft -f` transaction that drops bridge table `name` whether or not it is
+/// there (declaring it first creates it if missing), for the rest to make it anew.
+fn replace_table(name: &str) -> String {
+    format!("table bridge {name}\ndelete table bridge {name}\n")
+}
+
 /// The whole loss table for `losses` (tap name -> share), as one `nft -f` transaction that
 /// replaces what was there: the table is declared (created if missing), deleted and made anew, so
 /// no frame ever sees half a change. An empty map leaves no table behind.
 pub fn loss_ruleset(losses: &BTreeMap<String, Loss>) -> String {
-    let mut text = format!("table bridge {FAULT_TABLE}\ndelete table bridge {FAULT_TABLE}\n");
+    let mut text = replace_table(FAULT_TABLE);
     let active: Vec<_> = losses.iter().filter(|(_, l)| l.0 > 0).collect();
     if active.is_empty() {
         return text;
@@ -111,7 +117,7 @@ pub fn loss_ruleset(losses: &BTreeMap<String, Loss>) -> String {
 /// The rules that drop UDP datagrams to `port` sent from or to `taps`, as one `nft -f`
 /// transaction that replaces the table; no taps leave no table behind.
 pub fn udp_block_ruleset(taps: &[String], port: u16) -> String {
-    let mut text = format!("table bridge {BLOCK_TABLE}\ndelete table bridge {BLOCK_TABLE}\n");
+    let mut text = replace_table(BLOCK_TABLE);
     if taps.is_empty() {
         return text;
     }

@@ -16,7 +16,7 @@ use regex::Regex;
 
 pub use procs::{parse_procs, Proc, PS_COMMAND};
 pub use shot::Shot;
-pub use views::{cluster_ps, local_ps, node_map, running_on, state_of};
+pub use views::{all_alive, cluster_ps, local_ps, node_map, running_on, state_of};
 
 /// Bounds under TCG on two cores, generous enough for tests running in parallel:
 /// a node is ready about 20 s after QEMU starts from the ISO, about 7 s by direct kernel boot.

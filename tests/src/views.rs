@@ -37,6 +37,18 @@ pub fn state_of(map: &Value, number: u64) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether every node's map shows every other node alive (`num[i]` is lab node `i`'s number).
+pub fn all_alive(lab: &mut Lab, num: &[u64]) -> Result<bool> {
+    for i in 0..num.len() {
+        let map = node_map(lab.node(i)?)?;
+        let mut others = num.iter().enumerate().filter(|(k, _)| *k != i);
+        if others.any(|(_, n)| state_of(&map, *n).as_deref() != Some("alive")) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The node numbers where job `id` runs, from every node's own list (`num[i]` is lab node
 /// `i`'s number): exactly one when all is well (a stopped copy left behind, or a restored copy
 /// beside a resumed one, shows as two).

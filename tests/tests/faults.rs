@@ -26,7 +26,7 @@
 //! logs stay in `target/e2e/faults/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{cluster_ps, node_map, running_on, sh, start_lab, state_of, wait_until, SHELL};
+use clump_e2e::{all_alive, cluster_ps, node_map, running_on, sh, start_lab, state_of, wait_until, SHELL};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, Loss, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -363,17 +363,7 @@ fn partition(lab: &mut Lab, num: &[u64]) -> Result<()> {
     wait_until(
         "every node's map shows every node alive after the partition",
         Duration::from_secs(180),
-        || {
-            for i in 0..3 {
-                let m = node_map(lab.node(i)?)?;
-                for (k, n) in num.iter().enumerate() {
-                    if k != i && state_of(&m, *n).as_deref() != Some("alive") {
-                        return Ok(false);
-                    }
-                }
-            }
-            Ok(true)
-        },
+        || all_alive(lab, num),
     )?;
     let heal_s = healed_at.elapsed().as_secs_f64();
     let pid_after = sh(lab.node(cut)?, "pidof clumpd")?.trim().to_owned();

@@ -17,7 +17,7 @@
 //! The serial logs stay in `target/e2e/recovery/`.
 
 use anyhow::{ensure, Context, Result};
-use clump_e2e::{cluster_ps, node_map, running_on, sh, start_lab, state_of, wait_until};
+use clump_e2e::{all_alive, cluster_ps, node_map, running_on, sh, start_lab, state_of, wait_until};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -142,16 +142,7 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
     wait_until(
         "node 2 is alive again in every map",
         Duration::from_secs(90),
-        || {
-            for i in 0..num.len() {
-                let map = node_map(lab.node(i)?)?;
-                let mut others = num.iter().enumerate().filter(|(k, _)| *k != i);
-                if others.any(|(_, m)| state_of(&map, *m).as_deref() != Some("alive")) {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        || all_alive(&mut lab, &num),
     )?;
     let on = running_on(&mut lab, &num, &id)?;
     ensure!(on == [num[1]], "after node 2 came back the job runs on {on:?}");

@@ -1038,7 +1038,6 @@ impl Peers {
     }
 }
 
-/// Whether home holds the guest stream of `job` from `node`.
 /// Ends the streams of guests on nodes that `dead` names and that have been silent for
 /// [`STREAM_SILENT`] by `now` (ms); gives their jobs.
 fn end_dead_streams(
@@ -1076,6 +1075,7 @@ fn mono_ms() -> u64 {
     u64::try_from(crate::daemon::mono().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Whether home holds the guest stream of `job` from `node`.
 fn stream_in(guests: &HashMap<String, GuestLink>, job: &str, node: u32) -> bool {
     guests.get(job).is_some_and(|g| g.node == node)
 }
