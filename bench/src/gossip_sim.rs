@@ -7,6 +7,7 @@ use clap::Parser;
 use clump_cluster::sim::{Network, Sim};
 use clump_cluster::{Cluster, Config, Event, Member};
 use clump_seal::ClusterKey;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -31,40 +32,65 @@ struct Args {
     /// nodes in one process: an evicted sender's next datagram is accepted as new.
     #[arg(long)]
     replay_cap: Option<usize>,
+    /// Seconds to wait for a death to be known everywhere.
+    #[arg(long, default_value_t = 120)]
+    death_limit: u64,
 }
 
 struct Outcome {
     n: usize,
-    join: Option<Duration>,
-    death: Option<Duration>,
+    join: Spread,
+    death: Spread,
     false_deaths: usize,
     bytes_per_node_s: f64,
     datagrams_per_node_s: f64,
     wall: Duration,
 }
 
-/// Runs in 50 ms steps until `settled` holds on every running node but `except`, or `limit`
-/// passes; the time it took.
-fn until_all(
-    sim: &mut Sim,
-    except: &[usize],
-    limit: Duration,
-    settled: impl Fn(&Cluster) -> bool,
-) -> Option<Duration> {
-    let start = sim.now;
-    while sim.now - start < limit {
-        sim.run_for(Duration::from_millis(50));
-        if sim
-            .running()
-            .all(|(i, node)| except.contains(&i) || settled(&node.cluster))
-        {
-            return Some(sim.now - start);
-        }
-    }
-    None
+/// How long until a change was known everywhere, or how many nodes still did not know it when
+/// the wait ended.
+#[derive(Clone, Copy, Debug)]
+enum Spread {
+    Everywhere(Duration),
+    NotYet { left: usize, after: Duration },
 }
 
-fn run(n: usize, loss: f64, steady: u64, seed: u64, config: Config) -> Outcome {
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spread::Everywhere(d) => write!(f, "{:.2} s", d.as_secs_f64()),
+            Spread::NotYet { left, after } => {
+                write!(f, "{left} nodes not within {} s", after.as_secs())
+            }
+        }
+    }
+}
+
+/// Runs in 50 ms steps until `settled` holds on every running node but `except`, or `limit`
+/// passes.
+fn until_all(sim: &mut Sim, except: &[usize], limit: Duration, settled: impl Fn(&Cluster) -> bool) -> Spread {
+    let start = sim.now;
+    let trace = std::env::var_os("SIM_TRACE").is_some();
+    let mut left = usize::MAX;
+    while sim.now - start < limit {
+        sim.run_for(Duration::from_millis(50));
+        let now_left = sim
+            .running()
+            .filter(|(i, node)| !except.contains(i) && !settled(&node.cluster))
+            .count();
+        if trace && now_left != left {
+            eprintln!("t+{:?}: {now_left} nodes left", sim.now - start);
+        }
+        left = now_left;
+        if left == 0 {
+            return Spread::Everywhere(sim.now - start);
+        }
+    }
+    Spread::NotYet { left, after: limit }
+}
+
+fn run(n: usize, args: &Args, config: Config) -> Outcome {
+    let (loss, steady, seed) = (args.loss, args.steady, args.seed);
     let wall = Instant::now();
     let key = ClusterKey::from_hex(&"5a".repeat(32)).unwrap_or_else(|_| ClusterKey::generate());
     let net = Network {
@@ -120,10 +146,13 @@ fn run(n: usize, loss: f64, steady: u64, seed: u64, config: Config) -> Outcome {
     sim.kill(victim);
     // The newcomer is excluded: it may still be learning the membership (a node it never saw alive
     // has nothing to tell it), and SWIM leaves such a node to its own probe rounds.
-    let death = until_all(&mut sim, &[n], Duration::from_secs(120), |c| {
+    let death = until_all(&mut sim, &[n], Duration::from_secs(args.death_limit), |c| {
         dead.is_some_and(|m| !c.counts_alive(&m))
     });
 
+    if let (Spread::NotYet { .. }, Some(dead)) = (death, dead) {
+        explain_laggards(&sim, n, &dead);
+    }
     if std::env::var_os("SIM_TRACE").is_some() {
         if let Some((i, node)) = sim.running().next() {
             eprintln!(
@@ -145,8 +174,26 @@ fn run(n: usize, loss: f64, steady: u64, seed: u64, config: Config) -> Outcome {
     }
 }
 
-fn fmt(d: Option<Duration>) -> String {
-    d.map_or("not within limit".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+/// Prints what the nodes that still count `dead` alive hold about it (SWIM state and
+/// incarnation) and how many updates each still has to gossip: the difference between a Down
+/// that never reached them and one they were told but did not keep.
+fn explain_laggards(sim: &Sim, newcomer: usize, dead: &Member) {
+    let mut views: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (i, node) in sim.running() {
+        if i == newcomer || !node.cluster.counts_alive(dead) {
+            continue;
+        }
+        let view = format!("{:?}", node.cluster.swim_view(dead));
+        let entry = views.entry(view).or_default();
+        entry.0 += 1;
+        entry.1 += node.cluster.footprint().foca_updates;
+    }
+    for (view, (nodes, backlog)) in views {
+        eprintln!(
+            "laggards holding {view}: {nodes} nodes, {:.1} updates queued each",
+            backlog as f64 / nodes as f64
+        );
+    }
 }
 
 fn main() -> Result<()> {
@@ -164,12 +211,12 @@ fn main() -> Result<()> {
         let mut config = Config::default();
         config.record_cap = args.record_cap.unwrap_or(config.record_cap);
         config.replay_instances = args.replay_cap.unwrap_or(config.replay_instances);
-        let o = run(n, args.loss, args.steady, args.seed, config);
+        let o = run(n, &args, config);
         println!(
             "| {} | {} | {} | {} | {:.0} | {:.1} | {:.0} s |",
             o.n,
-            fmt(o.join),
-            fmt(o.death),
+            o.join,
+            o.death,
             o.false_deaths,
             o.bytes_per_node_s,
             o.datagrams_per_node_s,

@@ -373,6 +373,15 @@ impl Cluster {
         }
     }
 
+    /// What foca holds about `member` (state and incarnation), for the simulation to explain
+    /// a node that still counts a dead one alive.
+    pub fn swim_view(&self, member: &Member) -> Option<(State, u16)> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| m.id() == member)
+            .map(|m| (m.state(), m.incarnation()))
+    }
+
     /// True while this node counts `member` among the live ones.
     pub fn counts_alive(&self, member: &Member) -> bool {
         self.alive.contains(member)

@@ -13,5 +13,6 @@ pub mod wire;
 pub use crate::core::{
     broadcast_of, Cluster, Config, ConflictKind, Counters, Event, Footprint, Foreign, MemberView, ViewState,
 };
+pub use foca::State as SwimState;
 pub use id::{Member, NodeId};
 pub use record::{NodeRecord, RecordTable};
