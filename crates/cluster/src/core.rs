@@ -4,6 +4,7 @@
 
 use crate::id::{Member, NodeId};
 use crate::record::{NodeRecord, RecordTable};
+use crate::suspicion::Suspicions;
 use crate::wire::{self, Hello, Message, Records};
 use clump_seal::{ClusterKey, OpenError, Opener, Sealer};
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, State, Timer};
@@ -116,6 +117,8 @@ pub struct Counters {
     pub auth: u64,
     pub replay: u64,
     pub malformed: u64,
+    /// Suspects this node declared down itself because no verdict reached it in time.
+    pub suspicions_timed_out: u64,
 }
 
 /// Sizes of the core's tables (see [`Cluster::footprint`]).
@@ -245,6 +248,8 @@ pub struct Cluster {
     next_records: Duration,
     next_hello: Duration,
     next_expire: Duration,
+    next_suspicions: Duration,
+    suspicions: Suspicions,
     broadcast: Option<SocketAddrV4>,
     joined: bool,
     /// Joined once and then lost every other node: "alone" rather than "joining".
@@ -308,6 +313,8 @@ impl Cluster {
             next_records: now,
             next_hello: now,
             next_expire: now,
+            next_suspicions: now,
+            suspicions: Suspicions::default(),
             config,
             foca,
             rt: AccumulatingRuntime::new(),
@@ -415,7 +422,11 @@ impl Cluster {
     /// When `handle_time` must be called next.
     pub fn next_deadline(&self) -> Duration {
         let timer = self.timers.keys().next().map(|(t, _)| *t);
-        let next = self.next_records.min(self.next_expire).min(self.next_hello);
+        let next = self
+            .next_records
+            .min(self.next_expire)
+            .min(self.next_hello)
+            .min(self.next_suspicions);
         timer.map_or(next, |t| t.min(next))
     }
 
@@ -464,6 +475,35 @@ impl Cluster {
             self.next_expire = now + Duration::from_secs(5);
             self.expire(now);
         }
+        if now >= self.next_suspicions {
+            self.next_suspicions = now + Duration::from_secs(1);
+            self.time_out_suspicions(now);
+        }
+    }
+
+    /// Declares down the suspects whose verdict did not reach this node within twice foca's
+    /// suspicion time (see `suspicion`), and spreads the verdict.
+    fn time_out_suspicions(&mut self, now: Duration) {
+        let timeout = 2 * foca_config(self.sized_for, self.config.remove_down_after).suspect_to_down_after;
+        let view = self
+            .foca
+            .iter_membership_state()
+            .map(|m| (*m.id(), m.state(), m.incarnation()));
+        let expired = self.suspicions.expired(view, now, timeout);
+        if expired.is_empty() {
+            return;
+        }
+        for (member, incarnation) in expired {
+            tracing::info!(
+                ?member,
+                "no verdict on a suspect within {timeout:?}: declaring it down"
+            );
+            self.counters.suspicions_timed_out += 1;
+            let down = foca::Member::new(member, incarnation, State::Down);
+            // An error here leaves the member suspect; the next check tries again.
+            let _ = self.foca.apply_many(std::iter::once(down), true, &mut self.rt);
+        }
+        self.drain_foca(now);
     }
 
     pub fn handle_datagram(&mut self, now: Duration, from: SocketAddrV4, datagram: &[u8]) {

@@ -8,6 +8,7 @@ pub mod core;
 pub mod id;
 pub mod record;
 pub mod sim;
+pub mod suspicion;
 pub mod wire;
 
 pub use crate::core::{
