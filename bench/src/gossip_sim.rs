@@ -66,11 +66,16 @@ impl std::fmt::Display for Spread {
     }
 }
 
+/// `SIM_TRACE` set: progress on stderr.
+fn tracing_on() -> bool {
+    std::env::var_os("SIM_TRACE").is_some()
+}
+
 /// Runs in 50 ms steps until `settled` holds on every running node but `except`, or `limit`
 /// passes.
 fn until_all(sim: &mut Sim, except: &[usize], limit: Duration, settled: impl Fn(&Cluster) -> bool) -> Spread {
     let start = sim.now;
-    let trace = std::env::var_os("SIM_TRACE").is_some();
+    let trace = tracing_on();
     let mut left = usize::MAX;
     while sim.now - start < limit {
         sim.run_for(Duration::from_millis(50));
@@ -110,7 +115,7 @@ fn run(n: usize, args: &Args, config: Config) -> Outcome {
     let events0: Vec<usize> = sim.running().map(|(_, node)| node.events.len()).collect();
     for _ in 0..steady {
         sim.run_for(Duration::from_secs(1));
-        if std::env::var_os("SIM_TRACE").is_some() {
+        if tracing_on() {
             let events: usize = sim.running().map(|(_, n)| n.events.len()).sum();
             let fp = sim.running().next().map(|(_, n)| n.cluster.footprint());
             eprintln!(
@@ -158,7 +163,7 @@ fn run(n: usize, args: &Args, config: Config) -> Outcome {
     if let (Spread::NotYet { .. }, Some(dead)) = (death, dead) {
         explain_laggards(&sim, n, &dead);
     }
-    if std::env::var_os("SIM_TRACE").is_some() {
+    if tracing_on() {
         if let Some((i, node)) = sim.running().next() {
             eprintln!(
                 "node {i}: {:?}, sim events {}",

@@ -248,7 +248,6 @@ pub struct Cluster {
     next_records: Duration,
     next_hello: Duration,
     next_expire: Duration,
-    next_suspicions: Duration,
     suspicions: Suspicions,
     broadcast: Option<SocketAddrV4>,
     joined: bool,
@@ -313,7 +312,6 @@ impl Cluster {
             next_records: now,
             next_hello: now,
             next_expire: now,
-            next_suspicions: now,
             suspicions: Suspicions::default(),
             config,
             foca,
@@ -422,11 +420,7 @@ impl Cluster {
     /// When `handle_time` must be called next.
     pub fn next_deadline(&self) -> Duration {
         let timer = self.timers.keys().next().map(|(t, _)| *t);
-        let next = self
-            .next_records
-            .min(self.next_expire)
-            .min(self.next_hello)
-            .min(self.next_suspicions);
+        let next = self.next_records.min(self.next_expire).min(self.next_hello);
         timer.map_or(next, |t| t.min(next))
     }
 
@@ -474,9 +468,8 @@ impl Cluster {
         if now >= self.next_expire {
             self.next_expire = now + Duration::from_secs(5);
             self.expire(now);
-        }
-        if now >= self.next_suspicions {
-            self.next_suspicions = now + Duration::from_secs(1);
+            // Housekeeping pace: a few seconds late on a timeout of tens of seconds is fine
+            // for a safety net, and it spares a scan of every member each second.
             self.time_out_suspicions(now);
         }
     }
@@ -919,6 +912,39 @@ pub fn broadcast_of(addr: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A suspect whose verdict never arrives is declared down by this node itself, not before
+    /// twice foca's suspicion time, and the verdict is queued for gossip.
+    #[test]
+    fn a_suspect_without_a_verdict_is_declared_down_here() {
+        let start = Duration::from_secs(1);
+        let mut c = node(start);
+        let mut peer = c.me();
+        peer.addr = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7171);
+        peer.id = NodeId([2; 16]);
+        c.assume_members(&[peer], start);
+        let suspect = foca::Member::new(peer, 0, State::Suspect);
+        let _ = c.foca.apply_many(std::iter::once(suspect), true, &mut c.rt);
+        c.drain_foca(start);
+        let timeout = 2 * foca_config(c.sized_for, c.config.remove_down_after).suspect_to_down_after;
+        let mut now = start;
+        while now < start + timeout + Duration::from_secs(12) {
+            // Our own probes would reach the same verdict; only the rule may act here.
+            c.timers.clear();
+            now += Duration::from_millis(500);
+            c.handle_time(now);
+            if now < start + timeout {
+                assert!(c.counts_alive(&peer), "declared down early, at {now:?}");
+            }
+        }
+        assert!(!c.counts_alive(&peer));
+        assert_eq!(c.counters().suspicions_timed_out, 1);
+        assert_eq!(c.swim_view(&peer).map(|(s, _)| s), Some(State::Down));
+        let downs = std::iter::from_fn(|| c.poll_event())
+            .filter(|e| matches!(e, Event::MemberDown { member, .. } if *member == peer))
+            .count();
+        assert_eq!(downs, 1);
+    }
 
     fn node(now: Duration) -> Cluster {
         let key = ClusterKey::from_bytes([7; 32]);
