@@ -33,10 +33,25 @@ pub fn job_id(output: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether `line` is a daemon's log line (`clumpd: [   23.955]  INFO ...`). The daemons log to the
+/// console the shell shares, so their lines can fall between a command's own.
+pub fn is_daemon_log(line: &str) -> bool {
+    let Some((name, rest)) = line.trim_start().split_once(": [") else {
+        return false;
+    };
+    let named = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+    named
+        && rest.split_once(']').is_some_and(|(time, _)| {
+            let time = time.trim();
+            !time.is_empty() && time.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+}
+
 /// The exit code and output of request `id`, if both markers are in `lines`.
 ///
-/// The output is the lines between the markers; the end marker starts with a newline of its own, so
-/// the last (empty, or unterminated) line before it is the command's output without a final newline.
+/// The output is the lines between the markers, daemons' log lines left out; the end marker starts
+/// with a newline of its own, so the last (empty, or unterminated) line before it is the command's
+/// output without a final newline.
 pub fn parse_result(id: u64, lines: &[String]) -> Option<(i32, String)> {
     let start_marker = format!("@@S{id}@@");
     let end_prefix = format!("@@E{id}@@ ");
@@ -45,7 +60,11 @@ pub fn parse_result(id: u64, lines: &[String]) -> Option<(i32, String)> {
         let code = l.strip_prefix(&end_prefix)?.trim().parse::<i32>().ok()?;
         Some((start + 1 + i, code))
     })?;
-    let mut output: Vec<&str> = lines[start + 1..end].iter().map(String::as_str).collect();
+    let mut output: Vec<&str> = lines[start + 1..end]
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !is_daemon_log(l))
+        .collect();
     if output.last().is_some_and(|l| l.is_empty()) {
         output.pop();
     }
@@ -105,6 +124,17 @@ mod tests {
             parse_result(2, &lines("@@S2@@\n\n@@E2@@ 0")),
             Some((0, String::new()))
         );
+    }
+
+    #[test]
+    fn daemon_log_lines_are_left_out_of_the_output() {
+        let log = lines(
+            "@@S4@@\nclumpd: [   23.955]  INFO serving job streams me=10.0.0.1:7171\n0\n\r clump-netd: [1.5] WARN x\n\n@@E4@@ 0",
+        );
+        assert_eq!(parse_result(4, &log), Some((0, "0".into())));
+        for kept in ["clump: job 1 was lost", "a: [b] c", "x: [] y", "Nodes: [3] up"] {
+            assert!(!is_daemon_log(kept), "{kept}");
+        }
     }
 
     #[test]

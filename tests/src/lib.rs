@@ -217,14 +217,9 @@ pub fn expected_drivers(model: NicModel) -> &'static [&'static str] {
     }
 }
 
-/// The JSON value between the first `open` and the last `close` of a command's console output;
-/// clumpd's log lines, which share the console and may fall between the JSON's, are left out.
+/// The JSON value between the first `open` and the last `close` of a command's console output
+/// (the shell's output, daemons' log lines already left out).
 pub fn console_json(text: &str, open: char, close: char) -> Result<serde_json::Value> {
-    let text: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
-        .collect::<Vec<_>>()
-        .join("\n");
     let start = text.find(open).context("no JSON in the output")?;
     let end = text.rfind(close).context("no JSON in the output")?;
     serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))

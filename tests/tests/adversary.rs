@@ -59,17 +59,11 @@ const HELD_BOUND: Duration = Duration::from_secs(20);
 /// (datagrams) and once per 10 s (streams), not once each.
 const CONSOLE_LINES_BOUND: usize = 150;
 
-/// The output of `command` as JSON, clumpd's console lines (which share the serial console)
-/// left out; read again when a stray byte spoiled it.
+/// The output of `command` as JSON; read again when a stray byte on the shared console spoiled it.
 fn json_of(node: &mut Node, command: &str) -> Result<Value> {
     let mut last = String::new();
     for _ in 0..3 {
-        let out = sh(node, command)?;
-        let text: String = out
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("clumpd: ["))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = sh(node, command)?;
         let start = text.find(['{', '[']);
         let end = text.rfind(['}', ']']);
         if let (Some(s), Some(e)) = (start, end) {
@@ -77,7 +71,7 @@ fn json_of(node: &mut Node, command: &str) -> Result<Value> {
                 return Ok(v);
             }
         }
-        last = out;
+        last = text;
     }
     bail!("`{command}` gave no JSON:\n{last}")
 }

@@ -87,11 +87,7 @@ fn try_move(home: &mut Node, command: &str) -> Result<(bool, String, Duration)> 
     let started = Instant::now();
     let (code, out) = home.shell(command, MOVE)?;
     let took = started.elapsed();
-    let said: String = out
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
-        .collect::<Vec<_>>()
-        .join(" | ");
+    let said = out.lines().collect::<Vec<_>>().join(" | ");
     Ok((code == 0 && said.contains(" moved "), said, took))
 }
 
@@ -115,10 +111,9 @@ fn fill_run(node: &mut Node) -> Result<String> {
         "dd if=/dev/zero of=/run/fill bs=1M 2>/dev/null; sync; df -k /run | tail -1",
         Duration::from_secs(240),
     )?;
-    // clumpd's log shares the console (it says it cannot write its map now): df's line only.
     let df = out
         .lines()
-        .find(|l| l.trim_end().ends_with(" /run") && !l.contains("clumpd: ["))
+        .find(|l| l.trim_end().ends_with(" /run"))
         .unwrap_or_default();
     ensure!(
         df.split_whitespace().nth(3) == Some("0"),

@@ -18,7 +18,7 @@
 //! The serial logs stay in `target/e2e/migration/`.
 
 use anyhow::{bail, ensure, Context, Result};
-use clump_e2e::{parse_ready, sh, start_lab, READY_FROM_KERNEL, SHELL};
+use clump_e2e::{console_json, parse_ready, sh, start_lab, READY_FROM_KERNEL, SHELL};
 use clump_lab::{Artefacts, Boot, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -45,15 +45,8 @@ fn cluster_ps(node: &mut Node) -> Result<Vec<Value>> {
 }
 
 fn parse_ps(text: &str) -> Result<Vec<Value>> {
-    // clumpd's log shares the console: its lines may fall between the JSON's.
-    let text: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("clumpd: ["))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let start = text.find('[').context("no JSON list in `clump ps --json`")?;
-    let end = text.rfind(']').context("no JSON list in `clump ps --json`")?;
-    serde_json::from_str(&text[start..=end]).with_context(|| format!("parsing {text}"))
+    let list = console_json(text, '[', ']').context("`clump ps --json`")?;
+    serde_json::from_value(list).context("`clump ps --json` is not a list")
 }
 
 fn job<'a>(jobs: &'a [Value], id: &str) -> Option<&'a Value> {
