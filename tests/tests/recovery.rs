@@ -10,6 +10,10 @@
 //!   the one before), and node 3 loses power: home restarts the job from its last checkpoint,
 //!   and `clump run` on node 1 ends with code 0, every line exactly once and in order, and the
 //!   right sum (which only a job that kept its memory across the crash can print);
+//! - a job of node 1 that runs on node 2, checkpointed, and node 2 is cut off from the network
+//!   (node 3 gone): home restarts the job from its checkpoint on itself while node 2's copy runs
+//!   on unseen; once the partition heals node 2's copy ends, and the job's output is every line
+//!   once, in order, with its sum;
 //! - a job of node 1 that runs on node 2 (within the jobs' memory bound and its task limit
 //!   there); node 1 (its home) loses power: the job runs to its end on node 2, and `clump
 //!   output` there shows its output, whole and in order.
@@ -20,6 +24,7 @@ use anyhow::{ensure, Context, Result};
 use clump_e2e::{all_alive, cluster_ps, node_map, running_on, sh, start_lab, state_of, wait_until};
 use clump_lab::{Artefacts, Boot, Lab, LabConfig, NicModel, Node, NodeSpec};
 use serde_json::Value;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 /// A job printing `line 0` .. `line N-1`, one a second, then the sum of 0..N it kept in memory.
@@ -68,6 +73,94 @@ fn false_death(lab: &mut Lab, num: &[u64], id: &str) -> Result<()> {
         now > written,
         "no output reached home in {} s while the gossip held node 2 dead",
         FALSE_DEATH.as_secs()
+    );
+    Ok(())
+}
+
+/// Lines of the job that runs on node 2 while it is cut off: long enough that its copy there is
+/// still running when the partition heals.
+const CUT_OFF_LINES: u32 = 90;
+
+/// Node 2 (lab index 1) is cut off from the network (not dead) while a job of node 1 runs
+/// there, with node 3 gone: home holds node 2 dead and restarts the job from its checkpoint on
+/// itself while node 2's copy runs on unseen; once the partition heals, node 2's copy ends (it
+/// asks home, which has the job) and the job's output at home is every line once, in order.
+fn cut_off(lab: &mut Lab, node2: Ipv4Addr, num: &[u64]) -> Result<()> {
+    let out = sh(
+        lab.node(0)?,
+        &format!(
+            "cd / && clump run --detach --on {node2} -- {}",
+            counting_job(CUT_OFF_LINES)
+        ),
+    )?;
+    let id = clump_lab::job_id(&out).with_context(|| format!("no job id:\n{out}"))?;
+    sh(
+        lab.node(0)?,
+        &format!("(clump attach {id} < /dev/null > /tmp/r3.out 2>&1; echo exit=$? >> /tmp/r3.out) &"),
+    )?;
+    wait_until(
+        "the third job runs on node 2 and home holds a checkpoint of it",
+        Duration::from_secs(120),
+        || {
+            let j = job(lab.node(0)?, &id)?.context("the job is not listed at home")?;
+            Ok(j["node"] == num[1] && j["checkpoint_ms"].is_u64())
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    lab.partition(1)?;
+    let cut = Instant::now();
+    let restarted = wait_until(
+        "home restarts the job of the cut-off node from its checkpoint",
+        Duration::from_secs(120),
+        || {
+            let j = job(lab.node(0)?, &id)?.context("the job is no longer listed at home")?;
+            ensure!(
+                j["state"] == "running",
+                "the job did not survive the partition: {j}"
+            );
+            Ok(j["node"] == num[0] && j["recovered"] == 1)
+        },
+    )
+    .and_then(|()| {
+        // Both copies run: the cut-off node did not stop its own.
+        let on = running_on(lab, &num[..2], &id)?;
+        ensure!(
+            on == num[..2],
+            "while node 2 is cut off the job should run on it and, restarted, at home: {on:?}"
+        );
+        Ok(cut.elapsed().as_secs())
+    });
+    lab.heal(1)?;
+    let restarted = restarted?;
+    let healed = Instant::now();
+    wait_until(
+        "node 2's copy ends once the partition heals",
+        Duration::from_secs(90),
+        || Ok(running_on(lab, &num[..2], &id)? == [num[0]]),
+    )?;
+    let ended = healed.elapsed().as_secs();
+    wait_until(
+        "nodes 1 and 2 hold each other alive again",
+        Duration::from_secs(90),
+        || all_alive(lab, &num[..2]),
+    )?;
+    wait_until(
+        "the third job's `clump attach` ends",
+        Duration::from_secs(180),
+        || Ok(sh(lab.node(0)?, "cat /tmp/r3.out")?.contains("exit=")),
+    )?;
+    let said = sh(lab.node(0)?, "cat /tmp/r3.out")?;
+    let (numbers, sum) = lines_and_sum(&said);
+    ensure!(
+        numbers == (0..CUT_OFF_LINES).collect::<Vec<_>>()
+            && sum == Some(expected_sum(CUT_OFF_LINES))
+            && said.contains("exit=0"),
+        "the job restarted beside its cut-off copy does not end with every line once, in order, \
+         and its sum:\n{said}"
+    );
+    eprintln!(
+        "recovery: node 2 cut off: the job ran again at home {restarted} s later; node 2's copy \
+         ended {ended} s after the partition healed; all {CUT_OFF_LINES} lines once"
     );
     Ok(())
 }
@@ -214,6 +307,8 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
          {recovery_s} s later and ended with all {lines} lines once and sum={}",
         expected_sum(lines)
     );
+
+    cut_off(&mut lab, addrs[1], &num)?;
 
     // The home of a job dies: the job runs on, its output stays where it runs.
     let lines = 40;
