@@ -79,7 +79,7 @@ fn false_death(lab: &mut Lab, num: &[u64], id: &str) -> Result<()> {
 
 /// Lines of the job that runs on node 2 while it is cut off: long enough that its copy there is
 /// still running when the partition heals.
-const CUT_OFF_LINES: u32 = 90;
+const CUT_OFF_LINES: u32 = 60;
 
 /// Node 2 (lab index 1) is cut off from the network (not dead) while a job of node 1 runs
 /// there, with node 3 gone: home holds node 2 dead and restarts the job from its checkpoint on
