@@ -30,7 +30,7 @@ pub const SHELL: Duration = Duration::from_secs(60);
 pub const POWEROFF: Duration = Duration::from_secs(60);
 
 /// `target/e2e/<name>`, emptied.
-fn fresh_workdir(name: &str) -> Result<std::path::PathBuf> {
+pub fn fresh_workdir(name: &str) -> Result<std::path::PathBuf> {
     let workdir = workspace_root().join("target/e2e").join(name);
     match std::fs::remove_dir_all(&workdir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -82,6 +82,35 @@ pub fn procs(node: &mut Node) -> Result<Vec<Proc>> {
         "no PID 1 in the process list:\n{output}"
     );
     Ok(procs)
+}
+
+/// Waits up to 30 s for the status screen on `node`'s monitor (boot stages, or this node's tile);
+/// the last screendump is kept as `<label>.png` in the node's directory.
+pub fn screen_is_drawn(node: &mut Node, label: &str) -> Result<Shot> {
+    wait_for_shot(node, label, Duration::from_secs(30), Shot::shows_the_screen)
+}
+
+/// Takes screendumps of `node` until one passes `check` (then returns it) or `limit` has
+/// passed; the last is kept as `<label>.png` in the node's directory.
+pub fn wait_for_shot(
+    node: &mut Node,
+    label: &str,
+    limit: Duration,
+    check: impl Fn(&Shot) -> Result<()>,
+) -> Result<Shot> {
+    let png = node.layout().dir.join(format!("{label}.png"));
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        node.screendump(&png)?;
+        let shot = Shot::read(&png)?;
+        match check(&shot) {
+            Ok(()) => return Ok(shot),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("{}: see {}", node.name(), png.display()))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// Presses the ACPI power button and checks the node powers off in an orderly way (see

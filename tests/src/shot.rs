@@ -8,6 +8,7 @@ use embedded_graphics::pixelcolor::{Rgb888, RgbColor as _};
 use std::path::Path;
 
 /// One screendump as packed RGB.
+#[derive(PartialEq, Eq)]
 pub struct Shot {
     width: u32,
     height: u32,

@@ -2,9 +2,8 @@
 //! (UEFI), and the same image as a USB disk. Each node is then powered off through ACPI.
 
 use anyhow::{ensure, Context, Result};
-use clump_e2e::{power_off_cleanly, sh, start, wait_ready, Shot, READY_FROM_ISO};
+use clump_e2e::{power_off_cleanly, screen_is_drawn, sh, start, wait_ready, READY_FROM_ISO};
 use clump_lab::{Boot, NicModel};
-use std::time::{Duration, Instant};
 
 /// Whether the running kernel was started by UEFI firmware.
 fn booted_by_uefi(node: &mut clump_lab::Node) -> Result<bool> {
@@ -36,7 +35,7 @@ fn iso_as_cd_under_bios_reaches_ready() -> Result<()> {
         width >= 640 && height >= 400,
         "screendump is only {width}x{height}"
     );
-    screen_is_drawn(&mut node)?;
+    screen_is_drawn(&mut node, "status-screen")?;
 
     power_off_cleanly(&mut node)
 }
@@ -50,7 +49,7 @@ fn iso_as_cd_under_uefi_reaches_ready() -> Result<()> {
         "no /sys/firmware/efi: the node did not boot through OVMF"
     );
     // Under UEFI the kernel first draws on efifb, then bochs-drm takes fb0 over.
-    screen_is_drawn(&mut node)?;
+    screen_is_drawn(&mut node, "status-screen")?;
     power_off_cleanly(&mut node)
 }
 
@@ -65,21 +64,4 @@ fn iso_as_usb_disk_reaches_ready() -> Result<()> {
         "the guest sees no USB disk; USB products:\n{products}"
     );
     power_off_cleanly(&mut node)
-}
-
-/// The status screen is on the monitor (boot stages, or this node's tile) within 30 s of `ready`.
-fn screen_is_drawn(node: &mut clump_lab::Node) -> Result<()> {
-    let png = node.layout().dir.join("status-screen.png");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        node.screendump(&png)?;
-        match Shot::read(&png).and_then(|s| s.shows_the_screen()) {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e)
-                    .with_context(|| format!("{}: no status screen in {}", node.name(), png.display()))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
 }

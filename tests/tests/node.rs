@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clump_e2e::{
-    expected_drivers, power_off_cleanly, procs, sh, start, wait_ready, Proc, POWEROFF, READY_FROM_KERNEL,
+    expected_drivers, power_off_cleanly, procs, screen_is_drawn, sh, start, wait_for_shot, wait_ready, Proc,
+    POWEROFF, READY_FROM_KERNEL,
 };
 use clump_lab::{Boot, NicModel, Node};
 use regex::Regex;
+
+/// A DRM driver's takeover is seen and drawn on within this time (screend looks every second).
+const TAKEOVER: Duration = Duration::from_secs(30);
 
 #[test]
 fn every_nic_model_gets_its_driver_loaded_and_reported() -> Result<()> {
@@ -271,5 +275,36 @@ fn without_a_framebuffer_the_status_screen_is_text_on_tty1() -> Result<()> {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+    power_off_cleanly(&mut node)
+}
+
+#[test]
+fn a_drm_driver_taking_the_framebuffer_over_under_the_running_screen_is_followed() -> Result<()> {
+    // OVMF gives the kernel a GOP framebuffer (efifb); bochs-drm, held back at boot, then takes
+    // fb0 over while the screen draws on it, as on a PC whose DRM driver loads late.
+    let mut spec =
+        clump_lab::NodeSpec::from_artefacts("takeover", Boot::Kernel, &clump_lab::Artefacts::from_env())?
+            .workdir(clump_e2e::fresh_workdir("takeover")?)
+            .nic(NicModel::VirtioNetPci)
+            .cmdline("clump.blacklist=bochs");
+    spec.firmware = clump_lab::Firmware::Uefi;
+    let mut node = Node::start(spec)?;
+    node.wait_for_line(r"drawing on fb EFI VGA", READY_FROM_KERNEL)?;
+    wait_ready(&mut node, READY_FROM_KERNEL)?;
+    let before = screen_is_drawn(&mut node, "efifb")?;
+    sh(&mut node, "modprobe bochs")?;
+    node.wait_for_line(r"the framebuffer changed \(a new driver took it over\)", TAKEOVER)?;
+    node.wait_for_line(r"drawing on fb bochs-drmdrmfb", TAKEOVER)?;
+    let name = sh(&mut node, "cat /sys/class/graphics/fb0/name")?;
+    ensure!(
+        name.trim() == "bochs-drmdrmfb",
+        "fb0 is {name:?} after modprobe bochs"
+    );
+    // Drawn since: the screen moves on (the uptime, or the boot stages to the tiles).
+    wait_for_shot(&mut node, "bochs", TAKEOVER, |shot| {
+        shot.shows_the_screen()?;
+        ensure!(*shot != before, "the screen has not changed since the takeover");
+        Ok(())
+    })?;
     power_off_cleanly(&mut node)
 }

@@ -4,7 +4,7 @@
 
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
-use rustix::ioctl::{ioctl, Getter, Opcode};
+use rustix::ioctl::{ioctl, Getter, Opcode, Updater};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -96,7 +96,10 @@ struct FixScreenInfo {
 }
 
 const FBIOGET_VSCREENINFO: Opcode = 0x4600;
+const FBIOPUT_VSCREENINFO: Opcode = 0x4601;
 const FBIOGET_FSCREENINFO: Opcode = 0x4602;
+const FB_ACTIVATE_NOW: u32 = 0;
+const FB_ACTIVATE_FORCE: u32 = 128;
 const FB_VISUAL_TRUECOLOR: u32 = 2;
 
 /// What the kernel reports of a framebuffer: enough to pack pixels and to notice that another
@@ -179,6 +182,9 @@ impl Framebuffer {
                 source,
             }
         })?;
+        if let Err(e) = set_mode(&fd) {
+            tracing::warn!(path = %path.display(), "FBIOPUT_VSCREENINFO failed: {e}; what is drawn may not show");
+        }
         let info = query(path, &fd)?;
         let len = info.frame_len();
         // SAFETY: a fresh shared mapping of the device at offset 0, of no more than the memory the
@@ -250,6 +256,19 @@ fn query(path: &Path, fd: &OwnedFd) -> Result<FbInfo, FbError> {
     let fix = unsafe { ioctl(fd, Getter::<FBIOGET_FSCREENINFO, FixScreenInfo>::new()) }
         .map_err(|e| err("FBIOGET_FSCREENINFO", e))?;
     FbInfo::from_raw(path, &var, &fix)
+}
+
+/// Sets the device's current mode again, forced. A DRM driver that takes fb0 over while the
+/// screen's terminal is in graphics mode gets no mode set by the console (fbcon leaves a terminal
+/// in graphics mode alone), so the monitor goes on showing the firmware's framebuffer and nothing
+/// drawn in the new one shows; this has the driver set its mode. For efifb it changes nothing.
+fn set_mode(fd: &OwnedFd) -> Result<(), rustix::io::Errno> {
+    // SAFETY: FBIOGET_VSCREENINFO writes one `struct fb_var_screeninfo` (see `query`).
+    let mut var = unsafe { ioctl(fd, Getter::<FBIOGET_VSCREENINFO, VarScreenInfo>::new()) }?;
+    var.activate = FB_ACTIVATE_NOW | FB_ACTIVATE_FORCE;
+    // SAFETY: FBIOPUT_VSCREENINFO reads one `struct fb_var_screeninfo` and writes back the one it
+    // applied, into `var`, which has that layout.
+    unsafe { ioctl(fd, Updater::<FBIOPUT_VSCREENINFO, VarScreenInfo>::new(&mut var)) }
 }
 
 /// The name sysfs gives the device now (`/sys/class/graphics/fb0/name`): a DRM driver that takes
