@@ -77,6 +77,42 @@ fn false_death(lab: &mut Lab, num: &[u64], id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Starts `counting_job(lines)` of node 1 on node 2, its `clump attach` at home writing to
+/// `out` (then `exit=<code>`), and waits until home holds a checkpoint of it; returns its id.
+fn start_checkpointed(lab: &mut Lab, node2: Ipv4Addr, num: &[u64], lines: u32, out: &str) -> Result<String> {
+    let said = sh(
+        lab.node(0)?,
+        &format!(
+            "cd / && clump run --detach --on {node2} -- {}",
+            counting_job(lines)
+        ),
+    )?;
+    let id = clump_lab::job_id(&said).with_context(|| format!("no job id:\n{said}"))?;
+    sh(
+        lab.node(0)?,
+        &format!("(clump attach {id} < /dev/null > {out} 2>&1; echo exit=$? >> {out}) &"),
+    )?;
+    wait_until(
+        &format!("job {id} runs on node 2 and home holds a checkpoint of it"),
+        Duration::from_secs(120),
+        || {
+            let j = job(lab.node(0)?, &id)?.context("the job is not listed at home")?;
+            Ok(j["node"] == num[1] && j["checkpoint_ms"].is_u64())
+        },
+    )?;
+    Ok(id)
+}
+
+/// What `clump attach` wrote to `out` at home, once it has ended.
+fn attached_output(lab: &mut Lab, out: &str) -> Result<String> {
+    wait_until(
+        &format!("`clump attach` into {out} ends"),
+        Duration::from_secs(240),
+        || Ok(sh(lab.node(0)?, &format!("cat {out}"))?.contains("exit=")),
+    )?;
+    sh(lab.node(0)?, &format!("cat {out}"))
+}
+
 /// Lines of the job that runs on node 2 while it is cut off: long enough that its copy there is
 /// still running when the partition heals.
 const CUT_OFF_LINES: u32 = 60;
@@ -86,26 +122,7 @@ const CUT_OFF_LINES: u32 = 60;
 /// itself while node 2's copy runs on unseen; once the partition heals, node 2's copy ends (it
 /// asks home, which has the job) and the job's output at home is every line once, in order.
 fn cut_off(lab: &mut Lab, node2: Ipv4Addr, num: &[u64]) -> Result<()> {
-    let out = sh(
-        lab.node(0)?,
-        &format!(
-            "cd / && clump run --detach --on {node2} -- {}",
-            counting_job(CUT_OFF_LINES)
-        ),
-    )?;
-    let id = clump_lab::job_id(&out).with_context(|| format!("no job id:\n{out}"))?;
-    sh(
-        lab.node(0)?,
-        &format!("(clump attach {id} < /dev/null > /tmp/r3.out 2>&1; echo exit=$? >> /tmp/r3.out) &"),
-    )?;
-    wait_until(
-        "the third job runs on node 2 and home holds a checkpoint of it",
-        Duration::from_secs(120),
-        || {
-            let j = job(lab.node(0)?, &id)?.context("the job is not listed at home")?;
-            Ok(j["node"] == num[1] && j["checkpoint_ms"].is_u64())
-        },
-    )?;
+    let id = start_checkpointed(lab, node2, num, CUT_OFF_LINES, "/tmp/r3.out")?;
     std::thread::sleep(Duration::from_secs(3));
     lab.partition(1)?;
     let cut = Instant::now();
@@ -144,12 +161,7 @@ fn cut_off(lab: &mut Lab, node2: Ipv4Addr, num: &[u64]) -> Result<()> {
         Duration::from_secs(90),
         || all_alive(lab, &num[..2]),
     )?;
-    wait_until(
-        "the third job's `clump attach` ends",
-        Duration::from_secs(180),
-        || Ok(sh(lab.node(0)?, "cat /tmp/r3.out")?.contains("exit=")),
-    )?;
-    let said = sh(lab.node(0)?, "cat /tmp/r3.out")?;
+    let said = attached_output(lab, "/tmp/r3.out")?;
     let (numbers, sum) = lines_and_sum(&said);
     ensure!(
         numbers == (0..CUT_OFF_LINES).collect::<Vec<_>>()
@@ -205,27 +217,7 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
     // The node running a job dies, after a false death of the node it was checkpointed on
     // and a move from there, and two checkpoints on the new node.
     let lines = 160;
-    let out = sh(
-        lab.node(0)?,
-        &format!(
-            "cd / && clump run --detach --on {} -- {}",
-            addrs[1],
-            counting_job(lines)
-        ),
-    )?;
-    let id = clump_lab::job_id(&out).with_context(|| format!("no job id:\n{out}"))?;
-    sh(
-        lab.node(0)?,
-        &format!("(clump attach {id} < /dev/null > /tmp/r1.out 2>&1; echo exit=$? >> /tmp/r1.out) &"),
-    )?;
-    wait_until(
-        "the job runs on node 2 and home holds a checkpoint of it",
-        Duration::from_secs(120),
-        || {
-            let j = job(lab.node(0)?, &id)?.context("the job is not listed at home")?;
-            Ok(j["node"] == num[1] && j["checkpoint_ms"].is_u64())
-        },
-    )?;
+    let id = start_checkpointed(&mut lab, addrs[1], &num, lines, "/tmp/r1.out")?;
     lab.block_udp(1, GOSSIP_PORT)?;
     let blocked = Instant::now();
     let kept = false_death(&mut lab, &num, &id);
@@ -287,10 +279,7 @@ fn a_job_survives_the_death_of_its_node_and_of_its_home() -> Result<()> {
         },
     )?;
     let recovery_s = killed.elapsed().as_secs();
-    wait_until("the job's `clump attach` ends", Duration::from_secs(240), || {
-        Ok(sh(lab.node(0)?, "cat /tmp/r1.out")?.contains("exit="))
-    })?;
-    let said = sh(lab.node(0)?, "cat /tmp/r1.out")?;
+    let said = attached_output(&mut lab, "/tmp/r1.out")?;
     let (numbers, sum) = lines_and_sum(&said);
     ensure!(
         numbers == (0..lines).collect::<Vec<_>>(),
