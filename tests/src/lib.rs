@@ -30,7 +30,7 @@ pub const SHELL: Duration = Duration::from_secs(60);
 pub const POWEROFF: Duration = Duration::from_secs(60);
 
 /// `target/e2e/<name>`, emptied.
-pub fn fresh_workdir(name: &str) -> Result<std::path::PathBuf> {
+fn fresh_workdir(name: &str) -> Result<std::path::PathBuf> {
     let workdir = workspace_root().join("target/e2e").join(name);
     match std::fs::remove_dir_all(&workdir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -44,14 +44,19 @@ pub fn fresh_workdir(name: &str) -> Result<std::path::PathBuf> {
 /// Starts node `name` booted `boot` with the given NICs. Its files stay in `target/e2e/<name>/`
 /// (serial.log, qemu.log, qemu.cmdline) for a look after a failure.
 pub fn start(name: &str, boot: Boot, nics: &[NicModel]) -> Result<Node> {
-    let workdir = fresh_workdir(name)?;
-    let mut spec = NodeSpec::from_artefacts(name, boot, &Artefacts::from_env())?.workdir(&workdir);
+    let mut spec = node_spec(name, boot)?;
     for &model in nics {
         spec = spec.nic(model);
     }
     let node = Node::start(spec)?;
-    eprintln!("{name}: booting {boot}, files in {}", workdir.display());
+    eprintln!("{name}: booting {boot}, files in {}", node.layout().dir.display());
     Ok(node)
+}
+
+/// A node of the built artefacts booted from `boot`, its files (serial log, screendumps) kept
+/// in `target/e2e/<name>/`.
+pub fn node_spec(name: &str, boot: Boot) -> Result<NodeSpec> {
+    Ok(NodeSpec::from_artefacts(name, boot, &Artefacts::from_env())?.workdir(fresh_workdir(name)?))
 }
 
 /// Waits for `clump: ready` and returns the line.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clump_e2e::{
-    expected_drivers, power_off_cleanly, procs, screen_is_drawn, sh, start, wait_for_shot, wait_ready, Proc,
-    POWEROFF, READY_FROM_KERNEL,
+    expected_drivers, node_spec, power_off_cleanly, procs, screen_is_drawn, sh, start, wait_for_shot,
+    wait_ready, Proc, POWEROFF, READY_FROM_KERNEL,
 };
 use clump_lab::{Boot, NicModel, Node};
 use regex::Regex;
@@ -254,7 +254,7 @@ fn ctrl_alt_del_reboots_in_order() -> Result<()> {
 #[test]
 fn without_a_framebuffer_the_status_screen_is_text_on_tty1() -> Result<()> {
     // SeaBIOS and direct kernel boot leave VGA in text mode; without bochs-drm there is no fb0.
-    let spec = clump_lab::NodeSpec::from_artefacts("nofb", Boot::Kernel, &clump_lab::Artefacts::from_env())?
+    let spec = node_spec("nofb", Boot::Kernel)?
         .nic(NicModel::VirtioNetPci)
         .cmdline("clump.blacklist=bochs");
     let mut node = Node::start(spec)?;
@@ -282,11 +282,9 @@ fn without_a_framebuffer_the_status_screen_is_text_on_tty1() -> Result<()> {
 fn a_drm_driver_taking_the_framebuffer_over_under_the_running_screen_is_followed() -> Result<()> {
     // OVMF gives the kernel a GOP framebuffer (efifb); bochs-drm, held back at boot, then takes
     // fb0 over while the screen draws on it, as on a PC whose DRM driver loads late.
-    let mut spec =
-        clump_lab::NodeSpec::from_artefacts("takeover", Boot::Kernel, &clump_lab::Artefacts::from_env())?
-            .workdir(clump_e2e::fresh_workdir("takeover")?)
-            .nic(NicModel::VirtioNetPci)
-            .cmdline("clump.blacklist=bochs");
+    let mut spec = node_spec("takeover", Boot::Kernel)?
+        .nic(NicModel::VirtioNetPci)
+        .cmdline("clump.blacklist=bochs");
     spec.firmware = clump_lab::Firmware::Uefi;
     let mut node = Node::start(spec)?;
     node.wait_for_line(r"drawing on fb EFI VGA", READY_FROM_KERNEL)?;
