@@ -182,6 +182,9 @@ impl Framebuffer {
                 source,
             }
         })?;
+        // Only a framebuffer this can draw on has its mode set: one refused here is tried again
+        // every second.
+        query(path, &fd)?;
         if let Err(e) = set_mode(&fd) {
             tracing::warn!(path = %path.display(), "FBIOPUT_VSCREENINFO failed: {e}; what is drawn may not show");
         }
