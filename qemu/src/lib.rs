@@ -47,7 +47,7 @@ pub use netfault::{
 pub use node::Node;
 pub use qemu_args::{netdev_id, Layout, QEMU};
 pub use qmp::Qmp;
-pub use shell::{is_daemon_log, job_id};
+pub use shell::job_id;
 pub use spec::{
     Boot, Firmware, Mac, Medium, NetBackend, Nic, NicModel, NodeSpec, DEFAULT_MEMORY_MIB, NODE_CMDLINE,
 };
